@@ -1,0 +1,3 @@
+from docscore.cli import main
+
+raise SystemExit(main())
