@@ -78,14 +78,23 @@ class Bundle:
             )
         return self.path / self.variants[name]["file"]
 
-    def tokenizer(self):
-        """The bundle's tokenizer with padding and truncation switched off (callers set what they need)."""
+    def tokenizer(self, truncate: bool = True):
+        """The bundle's tokenizer, set up as the model was trained and verified: truncation at ``max_length``
+        (or none, for callers that window long documents themselves) and no padding (callers pad per batch).
+        """
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
         tok.no_padding()
-        tok.no_truncation()
+        if truncate:
+            tok.enable_truncation(self.spec.max_length)
+        else:
+            tok.no_truncation()
         return tok
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.manifest.get("tokenizer", {}).get("pad_id", 0))
 
 
 def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> dict:

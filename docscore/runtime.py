@@ -1,0 +1,87 @@
+"""ONNX Runtime sessions and tokenizer → numpy feeds, shared by the parity gate and the scorer (no torch)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from docscore.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("cpu", "cuda")
+
+
+def providers_for(device: str) -> list:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        return [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+    raise DeviceError(f"unknown device {device!r}; choose one of {DEVICES}")
+
+
+def check_providers(device: str, active: list[str], available: list[str]) -> None:
+    """Fail loudly when CUDA was asked for but the session does not run on it (ORT falls back silently)."""
+    if device == "cuda" and "CUDAExecutionProvider" not in active:
+        hint = (
+            "onnxruntime has no CUDA provider here: install docscore[gpu] (onnxruntime-gpu) instead of onnxruntime"
+            if "CUDAExecutionProvider" not in available
+            else "the CUDA provider failed to start (check the CUDA/cuDNN libraries and the GPU)"
+        )
+        raise DeviceError(f"--device cuda was requested but the session runs on {active}: {hint}")
+
+
+def create_session(model_path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
+                   arena: bool = True):
+    """An ``InferenceSession`` on the requested device, with the provider actually checked.
+
+    Args:
+        model_path: the ``.onnx`` file.
+        device: ``cpu`` or ``cuda``.
+        threads: intra-op threads for the CPU provider; ``None`` lets ORT pick (all physical cores).
+        arena: keep ORT's CPU memory arena; off trades a little speed for a flat memory profile.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = arena
+    opts.log_severity_level = 3
+    providers = providers_for(device)
+    try:
+        sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
+    except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+        if device == "cuda":
+            raise DeviceError(f"cannot create a CUDA session for {model_path}: {e}") from e
+        raise
+    check_providers(device, sess.get_providers(), ort.get_available_providers())
+    return sess
+
+
+def encodings_to_feed(encodings, input_names, pad_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad a list of ``tokenizers.Encoding`` to one ``(B, T)`` int64 array per model input.
+
+    Args:
+        encodings: encodings without padding.
+        input_names: the model's inputs (``token_type_ids`` only where the model has it).
+        pad_id: the tokenizer's pad token id.
+        length: pad to this many tokens (default: the longest encoding).
+    """
+    n = len(encodings)
+    t = length or max((len(e.ids) for e in encodings), default=1)
+    t = max(t, 1)
+    ids = np.full((n, t), pad_id, dtype=np.int64)
+    mask = np.zeros((n, t), dtype=np.int64)
+    types = np.zeros((n, t), dtype=np.int64)
+    for i, e in enumerate(encodings):
+        k = len(e.ids)
+        ids[i, :k] = e.ids
+        mask[i, :k] = 1
+        types[i, :k] = e.type_ids
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return {name: arrays[name] for name in input_names}
