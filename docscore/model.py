@@ -84,7 +84,9 @@ class DocClassifier(nn.Module):
         Warns when ``pooling='pooler'`` but the body checkpoint held no pooler weights (they would be random).
         """
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # progress is the CLI's job
         try:
             body, info = AutoModel.from_pretrained(str(name_or_path), output_loading_info=True, **body_kwargs)
         except OSError as e:
