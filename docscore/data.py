@@ -43,7 +43,9 @@ def read_table(path: str | os.PathLike) -> pa.Table:
         import pyarrow.csv as pcsv
 
         parse = pcsv.ParseOptions(delimiter="\t" if suffix == ".tsv" else ",", newlines_in_values=True)
-        return pcsv.read_csv(path, parse_options=parse)
+        # an empty CSV cell is a missing value, for labels as for texts
+        convert = pcsv.ConvertOptions(strings_can_be_null=True)
+        return pcsv.read_csv(path, parse_options=parse, convert_options=convert)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
         raise InputDataError(f"cannot read file: {e}", path=path) from e
 

@@ -1,0 +1,141 @@
+"""Training: learns the samples, is deterministic, and refuses bad input before training starts."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file
+
+from conftest import SAMPLES, tiny_body_config
+from docscore.cli import main
+from docscore.errors import InputDataError
+from docscore.train import TrainingArguments, train
+
+
+@pytest.fixture(scope="session")
+def tiny_body_dir(tmp_path_factory, hf_tokenizer):
+    """A tiny BERT body saved like a hub folder (config + safetensors + tokenizer)."""
+    import torch
+    from transformers import AutoModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-body")
+    AutoModel.from_config(tiny_body_config("bert")).save_pretrained(path)
+    hf_tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_args(tmp_path, tiny_body_dir, **kw):
+    base = dict(train_data=str(SAMPLES / "train.csv"), eval_data=str(SAMPLES / "eval.csv"), val_split=0.0,
+                output=str(tmp_path / "ck"), body=str(tiny_body_dir), epochs=4, batch_size=16, lr=1e-3,
+                head_lr=1e-2, max_length=64, seed=7)
+    base.update(kw)
+    return TrainingArguments(**base)
+
+
+def test_training_learns_the_samples(tmp_path, tiny_body_dir):
+    result = train(tiny_args(tmp_path, tiny_body_dir))
+    first, best = result.epochs[0], result.best
+    assert result.epochs[-1].train_loss < first.train_loss
+    assert best.accuracy > result.majority_baseline + 0.2
+    metrics = json.loads((tmp_path / "ck" / "metrics.json").read_text())
+    assert metrics["best_epoch"] == result.best_epoch
+    assert {"train_loss", "eval_loss", "accuracy", "macro_f1"} <= set(metrics["epochs"][0])
+    cfg = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert cfg["spec"]["head"]["labels"] == ["account", "billing", "shipping", "technical"]
+    assert cfg["training"]["arguments"]["seed"] == 7
+
+
+def test_same_seed_same_weights(tmp_path, tiny_body_dir):
+    a = train(tiny_args(tmp_path / "a", tiny_body_dir, epochs=1))
+    b = train(tiny_args(tmp_path / "b", tiny_body_dir, epochs=1))
+    wa, wb = load_file(a.output / "model.safetensors"), load_file(b.output / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    assert all((wa[k] == wb[k]).all() for k in wa)
+    c = train(tiny_args(tmp_path / "c", tiny_body_dir, epochs=1, seed=8))
+    wc = load_file(c.output / "model.safetensors")
+    assert any(not (wa[k] == wc[k]).all() for k in wa)
+
+
+def test_multi_label_and_regression(tmp_path, tiny_body_dir):
+    texts = ["refund my card", "parcel lost", "app crash", "charged twice and parcel late"] * 6
+    multi = pa.table({"text": texts, "label": [["billing"], ["shipping"], ["tech"], ["billing", "shipping"]] * 6})
+    pq.write_table(multi, tmp_path / "multi.parquet")
+    r = train(tiny_args(tmp_path, tiny_body_dir, train_data=str(tmp_path / "multi.parquet"), eval_data=None,
+                        val_split=0.25, epochs=1, output=str(tmp_path / "m")))
+    cfg = json.loads((r.output / "config.json").read_text())
+    assert cfg["spec"]["head"]["problem_type"] == "multi_label"
+    assert cfg["spec"]["head"]["labels"] == ["billing", "shipping", "tech"]
+    reg = pa.table({"text": texts, "label": [0.1, 0.5, 0.9, 0.3] * 6})
+    pq.write_table(reg, tmp_path / "reg.parquet")
+    r = train(tiny_args(tmp_path, tiny_body_dir, train_data=str(tmp_path / "reg.parquet"), eval_data=None,
+                        val_split=0.25, epochs=1, metric="loss", output=str(tmp_path / "r")))
+    cfg = json.loads((r.output / "config.json").read_text())
+    assert cfg["spec"]["head"]["problem_type"] == "regression"
+
+
+# --- bad input: clear error naming file and column, exit code 2, nothing written ---
+
+def _write_csv(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ("body,label\nhello,a\n", "column 'text' not found; columns present: body, label"),
+        ("text,label\n", "empty"),
+        ("text,label\nhello,a\n,b\nworld,a\n", "rows 1"),
+        ("text,label\nhello,a\nworld,\nthird,b\n", "null label"),
+    ],
+    ids=["missing-column", "empty", "null-text", "null-label"],
+)
+def test_bad_training_data(tmp_path, tiny_body_dir, capsys, content, needle):
+    data = _write_csv(tmp_path / "bad.csv", content)
+    rc = main(["train", data, "--output", str(tmp_path / "out"), "--body", str(tiny_body_dir), "--val-split", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "bad.csv" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_label_never_seen(tmp_path, tiny_body_dir, capsys):
+    ev = _write_csv(tmp_path / "eval.csv", "text,label\nhello,billing\nhi,refunds\n")
+    rc = main(["train", str(SAMPLES / "train.csv"), "--eval-data", ev, "--output", str(tmp_path / "out"),
+               "--body", str(tiny_body_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refunds" in err and "eval.csv" in err and "'label'" in err and "rows 1" in err
+
+
+def test_unreadable_file(tmp_path):
+    bad = tmp_path / "broken.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(InputDataError, match="broken.parquet"):
+        train(TrainingArguments(train_data=str(bad), output=str(tmp_path / "o")))
+    with pytest.raises(InputDataError, match="not found"):
+        train(TrainingArguments(train_data=str(tmp_path / "missing.csv"), output=str(tmp_path / "o")))
+
+
+def test_train_help_documents_every_option(capsys):
+    from dataclasses import fields
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for f in fields(TrainingArguments):
+        if f.name in ("train_data", "grad_clip"):
+            continue
+        assert "--" + f.name.replace("_", "-") in out, f.name
+
+
+@pytest.mark.slow
+def test_real_minilm_body_trains(tmp_path):
+    """The embedded all-MiniLM-L6-v2 body (real weights) fine-tunes on the samples via the CLI."""
+    out = tmp_path / "minilm"
+    rc = main(["train", str(SAMPLES / "train.csv"), "--eval-data", str(SAMPLES / "eval.csv"), "--output", str(out),
+               "--epochs", "1", "--json"])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best"]["accuracy"] >= 0.9 > metrics["majority_baseline_accuracy"]
