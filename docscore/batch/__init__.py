@@ -1,0 +1,26 @@
+"""Batch scoring: Parquet archives → ONNX Runtime → one scored Parquet file per input shard.
+
+Torch-free: a scoring host needs only ``onnxruntime``, ``tokenizers``, ``pyarrow`` (and ``polars`` for reports).
+
+- :class:`ScoreOptions` (``options.py``): every knob, shared by the CLI and the API.
+- :class:`Scorer` (``scorer.py``): Arrow batches in, scored Arrow tables out; reusable in Ray / Spark workers.
+- :func:`score_files` (``runner.py``): the resumable local runner behind ``docscore score``.
+- :func:`summarize` (``report.py``): label distribution and confidence of a finished run (``docscore report``).
+"""
+
+from docscore.batch.options import ScoreOptions
+from docscore.batch.scorer import Scorer
+
+__all__ = ["ScoreOptions", "Scorer", "score_files", "RunSummary", "summarize"]
+
+
+def __getattr__(name):  # the runner and report pull in threading / polars only when asked for
+    if name in ("score_files", "RunSummary"):
+        from docscore.batch import runner
+
+        return getattr(runner, name)
+    if name == "summarize":
+        from docscore.batch.report import summarize
+
+        return summarize
+    raise AttributeError(name)

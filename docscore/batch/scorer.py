@@ -1,0 +1,330 @@
+"""The scorer: Arrow record batches in, scored Arrow tables out, rows in input order.
+
+A :class:`Scorer` is built from ``(bundle path, ScoreOptions)`` and pickles as just that, so Ray Data
+(``map_batches(Scorer, fn_constructor_args=(bundle, options), batch_format="pyarrow")``) or Spark
+(``mapInArrow``) can rebuild it inside a worker. The local runner (:mod:`docscore.batch.runner`) calls its three
+stages from three threads — :meth:`Scorer.prepare` (checks, clip, tokenise, plan), :meth:`Scorer.infer` (ONNX
+Runtime, releases the GIL) and :meth:`Scorer.assemble` (order restored, output columns) — to overlap them.
+
+Output columns, in this order:
+
+- the id column and passthrough columns, unchanged;
+- ``label`` (string): the predicted label (multi-label: the most confident one; regression: null);
+- ``score`` (float32): its probability (regression: the predicted value of the first target);
+- ``labels`` (list<string>, multi-label only): every label scoring above ``multi_label_threshold``;
+- ``score_<label>`` (float32), one per label in the bundle's label order: softmax / sigmoid / raw value;
+- ``num_tokens`` (int32): tokens the model read for the row, special tokens included (chunk mode: summed over
+  chunks, overlaps counted twice);
+- ``num_chunks`` (int32): 1 in truncate mode, the number of windows in chunk mode;
+- ``error`` (string): null when the row was scored, else why not (``null text``, ``empty text``,
+  ``non-string text: <type>``); every score column of such a row is null.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from docscore.batch.engine import Engine
+from docscore.batch.options import ScoreOptions
+from docscore.batch.plan import MicroBatch, pad_feed, plan_batches
+from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
+                                     text_values, tokenizer_splits_on_spaces)
+from docscore.bundle import Bundle, load_bundle
+from docscore.errors import BundleError, ConfigError, InputDataError
+from docscore.postprocess import predicted_index, scores_from_logits
+
+log = logging.getLogger(__name__)
+
+SCORE_PREFIX = "score_"
+
+
+@dataclass
+class WindowStats:
+    """Counters for one window; the runner adds them up into the run summary."""
+
+    rows: int = 0
+    errors: int = 0
+    sequences: int = 0  # model inputs: one per row (truncate) or per chunk
+    tokens: int = 0  # real tokens fed to the model
+    slots: int = 0  # padded slots fed to the model (batch rows x padded length, summed)
+    clipped: int = 0
+    clip_retried: int = 0
+
+    def add(self, other: "WindowStats") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Prepared:
+    """One tokenised window, ready for inference."""
+
+    table: pa.Table  # the window's input rows (id / passthrough columns are read from it)
+    errors: list  # per row: None or why the row cannot be scored
+    seq_row: np.ndarray  # (S,) row of each sequence, ascending (a row's chunks are consecutive)
+    seq_len: np.ndarray  # (S,) tokens per sequence
+    batches: list[MicroBatch]
+    feeds: list[dict]  # one feed per micro-batch
+    stats: WindowStats = field(default_factory=WindowStats)
+
+
+def resolve_variant(bundle: Bundle, device: str, requested: str | None) -> str:
+    """The variant to run: the one asked for (it must exist), else the fastest verified one for the device."""
+    if requested:
+        bundle.variant_path(requested)  # raises BundleError naming the variants held
+        if not bundle.variants[requested].get("verified"):
+            note = bundle.variants[requested].get("note", "")
+            log.warning("variant %s did not pass the parity gate at export %s; scoring with it anyway",
+                        requested, f"({note})" if note else "")
+        return requested
+    order = ("fp16", "optimized", "fp32") if device == "cuda" else ("int8", "optimized", "fp32")
+    for name in order:
+        if bundle.variants.get(name, {}).get("verified"):
+            return name
+    if "fp32" in bundle.variants:
+        return "fp32"
+    raise BundleError(f"bundle {bundle.path} holds no usable variant: {', '.join(bundle.variants) or 'none'}")
+
+
+class Scorer:
+    """Scores Arrow batches with one bundle; callable, picklable as ``(bundle path, options)``.
+
+    Args:
+        bundle: a bundle directory (hash-checked when first used) or a loaded :class:`Bundle`.
+        options: how to score; only the scoring fields matter here (columns, device, variant, batching,
+            long documents).
+    """
+
+    def __init__(self, bundle: str | Path | Bundle, options: ScoreOptions | None = None):
+        self._bundle = bundle if isinstance(bundle, Bundle) else None
+        self.bundle_path = Path(bundle.path if isinstance(bundle, Bundle) else bundle)
+        self.options = options or ScoreOptions()
+        self._engine: Engine | None = None
+        self._tokenizer = None
+
+    def __getstate__(self) -> dict:
+        return {"bundle_path": str(self.bundle_path), "options": self.options}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["bundle_path"], state["options"])
+
+    # --- set-up -----------------------------------------------------------------------------------------------
+
+    @property
+    def bundle(self) -> Bundle:
+        if self._bundle is None:
+            self._bundle = load_bundle(self.bundle_path)
+        return self._bundle
+
+    @property
+    def spec(self):
+        return self.bundle.spec
+
+    @property
+    def variant(self) -> str:
+        return resolve_variant(self.bundle, self.options.device, self.options.variant)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.head.labels
+
+    def load(self) -> "Scorer":
+        """Check the options against the bundle, load the tokenizer and start the session (device checked)."""
+        if self._engine is not None:
+            return self
+        opts, spec = self.options, self.spec
+        tok = self.bundle.tokenizer(truncate=True)
+        specials = tok.num_special_tokens_to_add(False)
+        if opts.long_docs == "chunk":
+            room = spec.max_length - specials
+            if not 0 <= opts.chunk_overlap < room:
+                raise ConfigError(
+                    f"chunk_overlap must be between 0 and {room - 1} for this bundle (max_length {spec.max_length} "
+                    f"minus {specials} special tokens), got {opts.chunk_overlap}"
+                )
+            tok.enable_truncation(spec.max_length, stride=opts.chunk_overlap)
+        self._clip_budget = 0
+        if opts.long_docs == "truncate" and opts.clip_chars_per_token and tokenizer_splits_on_spaces(tok):
+            self._clip_budget = opts.clip_chars_per_token * spec.max_length
+        self._check_output_names()
+        variant = self.variant
+        self._engine = Engine(self.bundle.variant_path(variant), device=opts.device, threads=opts.threads,
+                              io_binding=opts.io_binding, arena=opts.arena, output_name=spec.output_name)
+        self._tokenizer = tok
+        log.info("scoring with variant %s of %s (%s, max_length %d)", variant, self.bundle_path,
+                 spec.head.problem_type, spec.max_length)
+        return self
+
+    def _check_output_names(self) -> None:
+        copied = set(self.options.output_columns())
+        clash = copied & set(self._score_names())
+        if clash:
+            raise ConfigError(f"input columns {sorted(clash)} would clash with output columns of the same name; "
+                              "rename them or leave them out of --id-column/--passthrough")
+
+    def _score_names(self) -> list[str]:
+        names = ["label", "score"]
+        if self.spec.head.problem_type == "multi_label":
+            names.append("labels")
+        return names + [SCORE_PREFIX + lab for lab in self.labels] + ["num_tokens", "num_chunks", "error"]
+
+    # --- schema -----------------------------------------------------------------------------------------------
+
+    def check_columns(self, schema: pa.Schema, path=None) -> None:
+        """Raise :class:`InputDataError` naming the columns present when a needed column is missing."""
+        needed = [self.options.text_column, *self.options.output_columns()]
+        missing = [c for c in needed if c not in schema.names]
+        if missing:
+            raise InputDataError(
+                f"column(s) {missing} not found; the file has columns {schema.names}. "
+                "Pick the text column with --text-column (and check --id-column / --passthrough)",
+                path=path, column=missing[0],
+            )
+
+    def input_columns(self) -> list[str]:
+        return list(dict.fromkeys([*self.options.output_columns(), self.options.text_column]))
+
+    def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """The output schema for inputs of ``input_schema`` (also the schema of an empty input's output)."""
+        fields = [input_schema.field(c) for c in self.options.output_columns()]
+        fields += [pa.field("label", pa.string()), pa.field("score", pa.float32())]
+        if self.spec.head.problem_type == "multi_label":
+            fields.append(pa.field("labels", pa.list_(pa.string())))
+        fields += [pa.field(SCORE_PREFIX + lab, pa.float32()) for lab in self.labels]
+        fields += [pa.field("num_tokens", pa.int32()), pa.field("num_chunks", pa.int32()),
+                   pa.field("error", pa.string())]
+        return pa.schema(fields)
+
+    # --- the three stages -------------------------------------------------------------------------------------
+
+    def window_lengths(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
+        """Characters each row contributes to a window (clipped in truncate mode)."""
+        return char_lengths(table.column(self.options.text_column), cap=self._clip_cap())
+
+    def _clip_cap(self) -> int | None:
+        if self.options.long_docs == "truncate" and self.options.clip_chars_per_token:
+            return self.options.clip_chars_per_token * self.spec.max_length
+        return None
+
+    def windows(self, table: pa.Table | pa.RecordBatch) -> Iterator[pa.Table]:
+        """Cut a table into sort windows (``sort_window`` rows or ``window_max_chars`` characters)."""
+        from docscore.batch.windows import cut_windows
+
+        yield from cut_windows([table], self.window_lengths, self.options.sort_window, self.options.window_max_chars)
+
+    def prepare(self, table: pa.Table | pa.RecordBatch) -> Prepared:
+        """Check, clip and tokenise one window, then plan its inference batches and build their feeds."""
+        self.load()
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        opts, spec = self.options, self.spec
+        texts, errors = text_values(table.column(opts.text_column))
+        valid = [i for i, e in enumerate(errors) if e is None]
+        clip = ClipStats()
+        if opts.long_docs == "truncate":
+            encs = encode_truncated(self._tokenizer, [texts[i] for i in valid], spec.max_length, self._clip_budget,
+                                    clip)
+        else:
+            encs = self._tokenizer.encode_batch([texts[i] for i in valid])
+        ids, type_ids, seq_row = [], [], []
+        for i, enc in zip(valid, encs):
+            if num_content_tokens(enc) == 0:
+                errors[i] = EMPTY_TEXT  # e.g. only whitespace or characters the normaliser removes
+                continue
+            pieces = [enc] if opts.long_docs == "truncate" else [enc, *enc.overflowing]
+            for piece in pieces:
+                ids.append(piece.ids)
+                type_ids.append(piece.type_ids)
+                seq_row.append(i)
+        seq_len = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        batches = plan_batches(seq_len, opts.token_budget, opts.max_batch_rows)
+        feeds = [pad_feed([ids[j] for j in mb.index], [type_ids[j] for j in mb.index], mb.length,
+                          spec.input_names, self.bundle.pad_id) for mb in batches]
+        stats = WindowStats(rows=table.num_rows, errors=sum(e is not None for e in errors), sequences=len(ids),
+                            tokens=int(seq_len.sum()), slots=sum(mb.slots for mb in batches),
+                            clipped=clip.clipped, clip_retried=clip.retried)
+        return Prepared(table, errors, np.asarray(seq_row, dtype=np.int64), seq_len, batches, feeds, stats)
+
+    def infer(self, prepared: Prepared) -> np.ndarray:
+        """Logits for every sequence of the window, in sequence order: ``(S, num_labels)`` float32."""
+        self.load()
+        out = np.zeros((len(prepared.seq_len), len(self.labels)), dtype=np.float32)
+        for mb, feed in zip(prepared.batches, prepared.feeds):
+            out[mb.index] = self._engine.run(feed)  # (B, num_labels) back in sequence order
+        return out
+
+    def assemble(self, prepared: Prepared, logits: np.ndarray) -> pa.Table:
+        """The output rows of the window, in input order (see the module docstring for the columns)."""
+        opts, head = self.options, self.spec.head
+        n, k = prepared.table.num_rows, len(self.labels)
+        rows, starts = np.unique(prepared.seq_row, return_index=True)  # scored rows, first sequence of each
+        counts = np.diff(np.append(starts, len(prepared.seq_row)))
+        if len(rows):
+            if opts.chunk_agg == "max":
+                agg = np.maximum.reduceat(logits, starts, axis=0)
+            else:
+                agg = np.add.reduceat(logits.astype(np.float64), starts, axis=0) / counts[:, None]
+            scores = scores_from_logits(agg, head.problem_type)  # (R, K)
+        else:
+            scores = np.zeros((0, k), dtype=np.float32)
+        scored = np.zeros(n, dtype=bool)
+        scored[rows] = True
+        mask = ~scored  # arrow null mask: True = null
+
+        per_label = np.zeros((n, k), dtype=np.float32)
+        per_label[rows] = scores
+        if head.problem_type == "regression":
+            label = pa.nulls(n, pa.string())
+            best = per_label[:, 0]
+        else:
+            idx = np.zeros(n, dtype=np.int64)
+            idx[rows] = predicted_index(scores, head.problem_type)
+            names = np.asarray(self.labels, dtype=object)[idx]
+            label = pa.array(names, pa.string(), mask=mask)
+            best = per_label[np.arange(n), idx]
+        tokens = np.zeros(n, dtype=np.int32)
+        tokens[rows] = np.add.reduceat(prepared.seq_len, starts) if len(rows) else []
+        chunks = np.zeros(n, dtype=np.int32)
+        chunks[rows] = counts
+
+        cols = {c: prepared.table.column(c) for c in opts.output_columns()}
+        cols["label"] = label
+        cols["score"] = pa.array(best, pa.float32(), mask=mask)
+        if head.problem_type == "multi_label":
+            above = per_label > opts.multi_label_threshold
+            cols["labels"] = pa.array(
+                [None if mask[r] else [self.labels[j] for j in np.flatnonzero(above[r])] for r in range(n)],
+                pa.list_(pa.string()),
+            )
+        for j, lab in enumerate(self.labels):
+            cols[SCORE_PREFIX + lab] = pa.array(per_label[:, j], pa.float32(), mask=mask)
+        cols["num_tokens"] = pa.array(tokens, pa.int32(), mask=mask)
+        cols["num_chunks"] = pa.array(chunks, pa.int32(), mask=mask)
+        cols["error"] = pa.array(prepared.errors, pa.string())
+        schema = self.output_schema(prepared.table.schema)
+        return pa.Table.from_arrays([_combine(cols[f.name]) for f in schema], schema=schema)
+
+    def __call__(self, batch: pa.Table | pa.RecordBatch) -> pa.Table:
+        """Score a batch (any number of rows) and return its output rows in the same order."""
+        self.load()
+        if isinstance(batch, pa.RecordBatch):
+            batch = pa.Table.from_batches([batch])
+        self.check_columns(batch.schema)
+        batch = batch.select(self.input_columns())
+        parts = []
+        for window in self.windows(batch):
+            prepared = self.prepare(window)
+            parts.append(self.assemble(prepared, self.infer(prepared)))
+        if not parts:
+            return self.output_schema(batch.schema).empty_table()
+        return pa.concat_tables(parts)
+
+
+def _combine(col):
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col

@@ -1,0 +1,124 @@
+"""Texts → token sequences: per-row checks, character clipping that provably keeps the same tokens, chunking.
+
+The clip (truncate mode): tokenising a 300-page document to keep its first 256 tokens wastes almost all of the
+work, so texts are cut to ``budget`` characters first. The cut is only trusted when the token offsets prove it
+cannot have changed the tokens kept: the clipped text must still fill ``max_length`` tokens, and after the last
+kept token the clipped text must hold a space, a complete space-delimited word and another space. Tokenisers split
+their input into words at spaces before the vocabulary model runs (WordPiece, byte-level BPE and Metaspace/Unigram
+alike), and normalisers act per character, so every word before that complete word is tokenised exactly as in the
+full text. Otherwise the text is encoded again with 4x the budget, then in full.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Only ASCII spaces are trusted as word boundaries: BERT's normaliser deletes some characters Python calls
+# whitespace (e.g. \x1c-\x1f, \x0b), so a looser class could "see" a boundary the tokenizer does not.
+_SAFE_TAIL = re.compile(r" +[^ ]+ ")
+
+NULL_TEXT = "null text"
+EMPTY_TEXT = "empty text"
+
+
+def text_values(column: pa.ChunkedArray | pa.Array) -> tuple[list, list]:
+    """Python texts and per-row errors for one text column.
+
+    Returns:
+        ``(texts, errors)``: ``texts[i]`` is a ``str`` or ``None``; ``errors[i]`` is ``None`` for a usable
+        text, else ``"null text"``, ``"empty text"`` or ``"non-string text: <arrow type>"``.
+    """
+    typ = column.type
+    if pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type) or pa.types.is_string_view(typ):
+        column = column.cast(pa.string())
+        typ = column.type
+    n = len(column)
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        texts = column.to_pylist()
+        errors = [NULL_TEXT if t is None else EMPTY_TEXT if t == "" else None for t in texts]
+        return texts, errors
+    valid = pc.is_valid(column).to_pylist() if n else []
+    errors = [f"non-string text: {typ}" if ok else NULL_TEXT for ok in valid]
+    return [None] * n, errors
+
+
+def char_lengths(column: pa.ChunkedArray | pa.Array, cap: int | None = None):
+    """Characters per row (0 for null or non-string rows), optionally capped at ``cap``; a numpy int64 array."""
+    import numpy as np
+
+    typ = column.type
+    if pa.types.is_dictionary(typ) or pa.types.is_string_view(typ):
+        try:
+            column = column.cast(pa.string())
+            typ = column.type
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return np.zeros(len(column), dtype=np.int64)
+    if not (pa.types.is_string(typ) or pa.types.is_large_string(typ)):
+        return np.zeros(len(column), dtype=np.int64)
+    lens = pc.fill_null(pc.utf8_length(column), 0)
+    out = np.asarray(lens.to_numpy(zero_copy_only=False) if hasattr(lens, "to_numpy") else lens, dtype=np.int64)
+    return np.minimum(out, cap) if cap else out
+
+
+def clip_is_safe(clipped: str, encoding, max_length: int) -> bool:
+    """True when the tokens kept from ``clipped`` are provably those kept from any text it is a prefix of."""
+    if len(encoding.ids) < max_length:
+        return False  # the whole clipped text fit: the full text may hold more tokens that would be kept
+    special = encoding.special_tokens_mask
+    last = len(special) - 1
+    while last >= 0 and special[last]:
+        last -= 1
+    if last < 0:
+        return False
+    end = encoding.offsets[last][1]
+    return _SAFE_TAIL.search(clipped, end) is not None
+
+
+@dataclass
+class ClipStats:
+    clipped: int = 0  # texts tokenised from a clipped prefix
+    retried: int = 0  # texts whose first clip was not provably safe
+
+
+def encode_truncated(tokenizer, texts: list[str], max_length: int, budget: int | None,
+                     stats: ClipStats | None = None) -> list:
+    """Encode ``texts`` with truncation at ``max_length`` tokens, clipping each to ``budget`` characters first.
+
+    The result equals ``tokenizer.encode_batch(texts)`` token for token (see the module docstring); ``budget``
+    ``None`` or ``0`` encodes the full texts (callers pass 0 when :func:`tokenizer_splits_on_spaces` is false).
+    """
+    if not budget:
+        return tokenizer.encode_batch(texts)
+    encodings = [None] * len(texts)
+    todo = list(range(len(texts)))
+    for limit in (budget, budget * 4, None):
+        if not todo:
+            break
+        batch = [texts[i] if limit is None or len(texts[i]) <= limit else texts[i][:limit] for i in todo]
+        encs = tokenizer.encode_batch(batch)
+        retry = []
+        for i, piece, enc in zip(todo, batch, encs):
+            if len(piece) == len(texts[i]) or clip_is_safe(piece, enc, max_length):
+                encodings[i] = enc
+                if stats is not None and len(piece) < len(texts[i]):
+                    stats.clipped += 1
+            else:
+                retry.append(i)
+        if stats is not None and limit == budget:
+            stats.retried += len(retry)
+        todo = retry
+    return encodings
+
+
+def tokenizer_splits_on_spaces(tokenizer) -> bool:
+    """Whether the tokenizer pre-splits words (the clip proof needs it); tokenizers without a pre-tokenizer
+    run their vocabulary model over the whole text, so a cut could change merges anywhere."""
+    return tokenizer.pre_tokenizer is not None
+
+
+def num_content_tokens(encoding) -> int:
+    return len(encoding.special_tokens_mask) - sum(encoding.special_tokens_mask)
