@@ -55,3 +55,7 @@ class DeviceError(DocscoreError):
 
 class ConfigError(DocscoreError):
     """Invalid options or configuration."""
+
+
+class ExportError(DocscoreError):
+    """The exporter could not build a graph or a requested variant; nothing was written."""

@@ -1,0 +1,300 @@
+"""Checkpoint → gated bundle, and re-verification of a bundle.
+
+The bundle is built in a temporary sibling directory and renamed into place only after every requested variant
+has passed its gate. Policy: **all or nothing** — if any requested variant (fp32, optimized, int8; fp16 where it
+can be verified) fails, the export exits non-zero and no bundle is written, rather than silently shipping fewer
+variants than were asked for. Rerun without the failing flag, or loosen its tolerance explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, sha256_file, write_manifest
+from docscore.errors import BundleError, ConfigError, DeviceError, ParityError
+from docscore.export.options import (DEFAULT_TOLERANCES, EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance,
+                                     default_verify_data)
+from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
+from docscore.runtime import create_session
+
+log = logging.getLogger(__name__)
+
+GATE_POLICY = "all-or-nothing: every requested variant passed its gate, or no bundle was written"
+FP16_UNVERIFIED_NOTE = ("not verified: no CUDA execution provider on the exporting machine (fp16 is meant for "
+                        "CUDA). Run `docscore verify BUNDLE --checkpoint CKPT` on a GPU host before using it.")
+
+
+def versions() -> dict:
+    import onnx
+    import onnxruntime
+    import tokenizers
+    import torch
+    import transformers
+
+    from docscore import __version__
+
+    return {"docscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
+
+
+def _texts(path: Path | None, column: str, limit: int) -> tuple[list[str], str]:
+    path = path or default_verify_data()
+    if path is None:
+        log.warning("no --verify-data and no samples/eval.csv: the gate uses %d built-in texts", len(FALLBACK_TEXTS))
+        return list(FALLBACK_TEXTS), "built-in texts"
+    return read_texts(path, column, limit), str(path)
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+        raise ConfigError(f"{out} exists and is not a docscore bundle; refusing to replace it. Choose another "
+                          "--output or remove it.")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Replace ``out`` by ``tmp`` (an old bundle is moved aside first, then removed)."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / out.name)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _max_positions(body_config) -> int | None:
+    n = getattr(body_config, "max_position_embeddings", None)
+    # RoBERTa-style bodies offset positions by padding_idx + 1.
+    if n and getattr(body_config, "model_type", "") in ("roberta", "xlm-roberta"):
+        n -= int(getattr(body_config, "pad_token_id", 1) or 0) + 1
+    return n
+
+
+def _session(path: Path, device: str, threads: int | None):
+    return create_session(path, device=device, threads=threads)
+
+
+def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu") -> dict:
+    t = time.perf_counter()
+    report = check_variant(_session(path, device, threads), reference, tol, spec.output_name)
+    report["device"] = device
+    report["seconds"] = round(time.perf_counter() - t, 3)
+    log.info("parity %s: %s -> %s", name, summarize(report), "pass" if report["passed"] else "FAIL")
+    return report
+
+
+def _cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def _variant_entry(name: str, files: list[str], bundle_dir: Path, **extra) -> dict:
+    from docscore.export.variants import DTYPES
+
+    entry = {"file": files[0], "dtype": DTYPES[name], "size_bytes": sum((bundle_dir / f).stat().st_size for f in files)}
+    if len(files) > 1:
+        entry["external_data"] = files[1:]
+    entry.update(extra)
+    return entry
+
+
+def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> Path:
+    """Export a checkpoint to a verified bundle at ``options.output``.
+
+    Raises:
+        ParityError: a variant failed its gate (or the graph's axes are not dynamic); nothing was written.
+        ExportError: the exporter, optimizer or quantiser failed; nothing was written.
+        CheckpointError, ConfigError, InputDataError: bad inputs, found before anything was written.
+
+    Returns:
+        the bundle directory.
+    """
+    from docscore.checkpoint import load_checkpoint
+    from docscore.export import graph, variants
+    from docscore.export.tokenizer import write_bundle_tokenizer
+
+    t_start = time.perf_counter()
+    out = Path(options.output).absolute()
+    _check_target(out)
+    texts, source = _texts(options.verify_data, options.text_column, options.verify_rows)
+    model, hf_tokenizer, spec, ckpt_config = load_checkpoint(checkpoint_dir)
+    if options.max_length is not None:
+        limit = _max_positions(model.body.config)
+        if limit and options.max_length > limit:
+            raise ConfigError(f"max_length {options.max_length} exceeds the body's {limit} positions")
+        if options.max_length > spec.max_length:
+            log.warning("exporting at max_length %d, longer than the %d the model was trained with",
+                        options.max_length, spec.max_length)
+        spec = replace(spec, max_length=options.max_length)
+    attention_used = graph.set_attention(model, options.attention)
+    external = options.external_data
+    if external is None:
+        external = graph.weights_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    opset = options.resolved_opset
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        scratch = tmp / ".work"
+        timings: dict[str, float] = {}
+        tok_info = write_bundle_tokenizer(hf_tokenizer, tmp / TOKENIZER_NAME, spec.max_length)
+        # The gate reads the tokenizer exactly as the scorer will: through Bundle.tokenizer().
+        bundle_tok = Bundle(tmp, {"spec": spec.to_dict(), "tokenizer": tok_info}).tokenizer(truncate=True)
+
+        t = time.perf_counter()
+        fp32_path = tmp / variants.FILE_NAMES["fp32"]
+        exported = graph.export_fp32(model, spec, fp32_path, exporter=options.exporter, opset=opset,
+                                     trace_shape=options.trace_shape, pad_id=tok_info["pad_id"], external=external,
+                                     scratch=scratch)
+        timings["export_s"] = round(time.perf_counter() - t, 3)
+
+        t = time.perf_counter()
+        reference = build_reference(model, hf_tokenizer, bundle_tok, texts, input_names=spec.input_names,
+                                    pad_id=tok_info["pad_id"], max_length=spec.max_length,
+                                    problem_type=spec.head.problem_type, batch_size=options.batch_size,
+                                    trace_shape=options.trace_shape, data_source=source)
+        timings["pytorch_reference_s"] = round(time.perf_counter() - t, 3)
+
+        entries: dict[str, dict] = {}
+        failed: dict[str, list[str]] = {}
+
+        def gate(name: str, files: list[str], device: str = "cpu", **extra) -> None:
+            report = _gate(name, tmp / files[0], reference, options.tolerance(name), spec, options.threads, device)
+            entries[name] = _variant_entry(name, files, tmp, verified=report["passed"], parity=report, **extra)
+            if not report["passed"]:
+                failed[name] = report["failures"]
+
+        gate("fp32", exported["files"], exporter=options.exporter)
+        source_path = fp32_path
+        if options.optimize and not failed:
+            t = time.perf_counter()
+            files, info = variants.optimize(fp32_path, tmp / variants.FILE_NAMES["optimized"],
+                                            body_config=ckpt_config["body_config"], external=external,
+                                            scratch=scratch)
+            timings["optimize_s"] = round(time.perf_counter() - t, 3)
+            gate("optimized", files, source="fp32", **info)
+            source_path = tmp / files[0]
+        if options.quantize == "int8" and not failed:
+            t = time.perf_counter()
+            files, info = variants.quantize_int8(source_path, tmp / variants.FILE_NAMES["int8"], external=external,
+                                                 scratch=scratch)
+            timings["quantize_s"] = round(time.perf_counter() - t, 3)
+            gate("int8", files, source="optimized" if options.optimize else "fp32",
+                 **info)
+        if options.fp16 and not failed:
+            files, info = variants.convert_fp16(source_path, tmp / variants.FILE_NAMES["fp16"], external=external)
+            if _cuda_available():
+                try:
+                    gate("fp16", files, device="cuda", **info)
+                except DeviceError as e:
+                    entries["fp16"] = _variant_entry("fp16", files, tmp, verified=False, parity=None,
+                                                     note=f"not verified: CUDA session failed: {e}", **info)
+            else:
+                entries["fp16"] = _variant_entry("fp16", files, tmp, verified=False, parity=None,
+                                                 note=FP16_UNVERIFIED_NOTE, **info)
+                log.warning("fp16 variant written but NOT verified: %s", FP16_UNVERIFIED_NOTE)
+        if failed:
+            lines = [f"{name}: {msg}" for name, msgs in failed.items() for msg in msgs]
+            err = ParityError(f"parity gate failed, no bundle written at {out}:\n  " + "\n  ".join(lines)
+                              + "\nLoosen the tolerance (--tolerance VARIANT.FIELD=VALUE) only if you accept "
+                              "the difference, or drop the failing variant.")
+            err.report = {name: e["parity"] for name, e in entries.items()}
+            raise err
+        timings["total_s"] = round(time.perf_counter() - t_start, 3)
+        manifest = {
+            "spec": spec.to_dict(),
+            "export": {
+                "exporter": options.exporter,
+                "attention": attention_used,
+                "attention_requested": options.attention,
+                "opset": opset,
+                "trace_shape": list(options.trace_shape),
+                "dynamic_axes": {"batch": graph.BATCH, "sequence": graph.SEQUENCE},
+                "external_data": bool(external),
+                "io": exported["io"],
+                "versions": versions(),
+                "checkpoint": {"path": str(Path(checkpoint_dir).absolute()),
+                               "weights_sha256": sha256_file(Path(checkpoint_dir) / "model.safetensors")},
+                "gate": {"policy": GATE_POLICY, "data": source, "texts": len(texts)},
+                "timings": timings,
+                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+            "tokenizer": tok_info,
+            "variants": entries,
+        }
+        write_manifest(tmp, manifest)
+        load_bundle(tmp)  # the bundle as a scorer will read it: hashes and all
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("bundle written to %s in %.1fs", out, time.perf_counter() - t_start)
+    return out
+
+
+def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
+                  data: str | os.PathLike | None = None, *, text_column: str = "text", verify_rows: int = 1000,
+                  batch_size: int = 16, threads: int | None = None) -> dict:
+    """Re-check a bundle: every file against its sha256 and, given the checkpoint, parity of each variant.
+
+    Variants are re-judged with the tolerances recorded in the manifest. An unverified fp16 variant is re-run
+    only where CUDA is available; otherwise it stays unverified and is reported as such.
+
+    Raises:
+        BundleError: a file is missing, truncated or changed; or the checkpoint does not match the bundle.
+        ParityError: a variant no longer matches the checkpoint (the report is on ``err.report``).
+
+    Returns:
+        ``{"bundle", "files_checked", "hashes", "variants": {name: {...}}, "passed"}``.
+    """
+    bundle = load_bundle(bundle_dir)  # raises BundleError on any hash problem
+    report: dict = {"bundle": str(bundle.path), "files_checked": len(bundle.manifest.get("files", {})),
+                    "hashes": "ok", "variants": {}, "passed": True}
+    for name, v in bundle.variants.items():
+        report["variants"][name] = {"verified_at_export": bool(v.get("verified")), "rechecked": False}
+    if checkpoint is None:
+        return report
+
+    from docscore.checkpoint import load_checkpoint
+
+    spec = bundle.spec
+    model, hf_tokenizer, ckpt_spec, _ = load_checkpoint(checkpoint)
+    if (ckpt_spec.head.to_dict(), tuple(ckpt_spec.input_names)) != (spec.head.to_dict(), tuple(spec.input_names)):
+        raise BundleError(f"checkpoint {checkpoint} does not match bundle {bundle.path}: head/labels/inputs differ "
+                          f"({ckpt_spec.head.labels} vs {spec.head.labels})")
+    recorded = bundle.manifest.get("export", {}).get("checkpoint", {}).get("weights_sha256")
+    if recorded and recorded != sha256_file(Path(checkpoint) / "model.safetensors"):
+        log.warning("checkpoint weights differ from those the bundle was exported from; parity will tell")
+    texts, source = _texts(Path(data) if data else None, text_column, verify_rows)
+    reference = build_reference(model, hf_tokenizer, bundle.tokenizer(truncate=True), texts,
+                                input_names=spec.input_names, pad_id=bundle.pad_id, max_length=spec.max_length,
+                                problem_type=spec.head.problem_type, batch_size=batch_size,
+                                trace_shape=tuple(bundle.manifest.get("export", {}).get("trace_shape", (2, 13))),
+                                data_source=source)
+    failures = []
+    for name, v in bundle.variants.items():
+        recorded_tol = (v.get("parity") or {}).get("tolerance")
+        tol = Tolerance(**recorded_tol) if recorded_tol else DEFAULT_TOLERANCES.get(name, DEFAULT_TOLERANCES["fp32"])
+        device = "cuda" if v.get("dtype") == "float16" else "cpu"
+        if device == "cuda" and not _cuda_available():
+            report["variants"][name].update(note="not re-checked: no CUDA execution provider here")
+            continue
+        r = _gate(name, bundle.variant_path(name), reference, tol, spec, threads, device)
+        report["variants"][name].update(rechecked=True, parity=r)
+        if not r["passed"]:
+            failures += [f"{name}: {m}" for m in r["failures"]]
+    report["passed"] = not failures
+    if failures:
+        err = ParityError(f"bundle {bundle.path} no longer matches checkpoint {checkpoint}:\n  " + "\n  ".join(failures))
+        err.report = report
+        raise err
+    return report
+
