@@ -1,0 +1,43 @@
+"""``docscore report OUT``: label distribution and confidence of a finished scoring run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help="summarise the outputs of docscore score",
+        description="Label distribution, confidence histogram and per-row errors over every finished output "
+        "in OUT (read lazily with polars).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("output", metavar="OUT", help="the --output directory of docscore score")
+    p.add_argument("--bins", type=int, default=10, help="confidence histogram bins over [0, 1]")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    return p
+
+
+def run(args) -> int:
+    from docscore.batch.report import summarize
+
+    rep = summarize(args.output, bins=args.bins)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+        return 0
+    print(f"{rep['rows']:,} rows in {rep['files']} file(s)")
+    if rep["labels"]:
+        print(f"{'label':<24}{'rows':>10}{'share':>8}{'mean':>8}{'p10':>8}{'median':>8}")
+        for r in rep["labels"]:
+            print(f"{r['label']:<24}{r['rows']:>10,}{r['share']:>8.1%}{r['mean_score']:>8.3f}"
+                  f"{r['p10_score']:>8.3f}{r['median_score']:>8.3f}")
+    if rep["confidence"]:
+        print("confidence of the predicted label:")
+        peak = max(b["rows"] for b in rep["confidence"]) or 1
+        for b in rep["confidence"]:
+            print(f"  {b['bin_low']:.1f}-{b['bin_high']:.1f} {b['rows']:>8,} {'#' * round(30 * b['rows'] / peak)}")
+    for reason, n in rep["errors"].items():
+        print(f"error: {reason}: {n:,} row(s)")
+    return 0

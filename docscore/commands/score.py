@@ -1,0 +1,128 @@
+"""``docscore score``: stream Parquet archives through an ONNX bundle into one scored file per input shard."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from docscore.batch.options import ScoreOptions
+
+_D = ScoreOptions()
+
+
+def register(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help="score Parquet archives with an ONNX bundle (no torch needed)",
+        description="Score every document of INPUT Parquet files with an exported bundle. Writes one Parquet file "
+        "per input shard into OUT (same relative path, same row order), a run manifest, a JSON summary and "
+        "_SUCCESS. Rerunning the same command resumes: finished shards are skipped, unfinished ones redone.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="Parquet file, directory (every *.parquet below it) or glob (quote it)")
+    p.add_argument("--model", "-m", required=True, metavar="BUNDLE", help="bundle directory from export-onnx")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory")
+    p.add_argument("--text-column", default=_D.text_column, help="column holding the document text")
+    p.add_argument("--id-column", default=None, help="column copied to the output first (e.g. doc_id)")
+    p.add_argument("--passthrough", nargs="+", default=[], metavar="COL", help="more columns copied unchanged")
+    p.add_argument("--device", default=_D.device, choices=["cpu", "cuda"],
+                   help="cuda fails (never falls back to CPU) when ONNX Runtime cannot run on the GPU")
+    p.add_argument("--variant", default=None, choices=["fp32", "optimized", "int8", "fp16"],
+                   help="bundle variant; default: fastest verified one (CPU: int8>optimized>fp32, "
+                   "CUDA: fp16>optimized>fp32)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: all cores)")
+    p.add_argument("--token-budget", type=int, default=_D.token_budget,
+                   help="padded tokens per inference batch (rows x padded length)")
+    p.add_argument("--max-batch-rows", type=int, default=_D.max_batch_rows, help="rows per inference batch at most")
+    p.add_argument("--sort-window", type=int, default=_D.sort_window,
+                   help="documents sorted together by length before batching (input order is restored)")
+    p.add_argument("--long-docs", default=_D.long_docs, choices=["truncate", "chunk"],
+                   help="truncate: first max_length tokens; chunk: overlapping windows over the whole text")
+    p.add_argument("--chunk-overlap", type=int, default=_D.chunk_overlap, help="tokens shared by adjacent chunks")
+    p.add_argument("--chunk-agg", default=_D.chunk_agg, choices=["mean", "max"],
+                   help="how chunk logits combine into the document's, per label")
+    p.add_argument("--clip-chars-per-token", type=int, default=_D.clip_chars_per_token,
+                   help="truncate mode: cut texts to max_length x N characters before tokenising (checked; "
+                   "0 = tokenise whole texts)")
+    p.add_argument("--checkpoint-rows", type=int, default=_D.checkpoint_rows,
+                   help="input rows per committed part of a file; a kill redoes at most this many")
+    p.add_argument("--io-binding", default=None, action=argparse.BooleanOptionalAction,
+                   help="bind inputs/outputs to the device (default: on for cuda, off for cpu)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard OUT's earlier outputs when the bundle, options or inputs changed (else refuse)")
+    p.add_argument("--fail-fast", action="store_true",
+                   help="stop at the first unreadable file (default: score the others, exit 1 at the end)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def options_from_args(args) -> ScoreOptions:
+    return ScoreOptions(
+        text_column=args.text_column, id_column=args.id_column, passthrough=tuple(args.passthrough),
+        device=args.device, variant=args.variant, threads=args.threads, io_binding=args.io_binding,
+        token_budget=args.token_budget, max_batch_rows=args.max_batch_rows, sort_window=args.sort_window,
+        long_docs=args.long_docs, chunk_overlap=args.chunk_overlap, chunk_agg=args.chunk_agg,
+        clip_chars_per_token=args.clip_chars_per_token, checkpoint_rows=args.checkpoint_rows,
+        overwrite=args.overwrite, fail_fast=args.fail_fast,
+    )
+
+
+class _Bars:
+    """tqdm bars for rows and files."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.rows_bar = self.files_bar = None
+
+    def start(self, files, rows):
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        self.files_bar = tqdm(total=files, unit="file", desc="files", position=1, leave=False)
+        self.rows_bar = tqdm(total=rows or None, unit="row", desc="rows ", position=0, dynamic_ncols=True)
+
+    def rows(self, n):
+        if self.rows_bar is not None:
+            self.rows_bar.update(n)
+
+    def file_done(self, rel, status):
+        if self.files_bar is not None:
+            self.files_bar.update(1)
+
+    def close(self):
+        for bar in (self.rows_bar, self.files_bar):
+            if bar is not None:
+                bar.close()
+
+
+def run(args) -> int:
+    from docscore.batch.runner import score_files
+
+    bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
+    try:
+        summary = score_files(args.inputs, args.model, args.output, options_from_args(args), progress=bars)
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2))
+    else:
+        print(render_summary(summary))
+    return 0 if summary.ok else 1
+
+
+def render_summary(s) -> str:
+    lines = [
+        f"scored {s.rows:,} rows ({s.errors:,} with errors) from {s.files} file(s)"
+        + (f", {s.files_skipped} already done" if s.files_skipped else "")
+        + (f", {s.files_failed} FAILED" if s.files_failed else ""),
+        f"{s.docs_per_s:,.1f} docs/s, {s.tokens_per_s:,.0f} tokens/s, pad fraction {s.pad_fraction:.1%}, "
+        f"wall {s.wall_s:.1f} s, variant {s.variant}",
+        f"outputs in {s.output_dir}",
+    ]
+    for f in s.failed:
+        lines.append(f"  failed: {f['path']}: {f['error']}")
+    return "\n".join(lines)
