@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's main-job command: on the embedded all-MiniLM-L6-v2 body and the bundled samples,
-# train a classifier and print its metrics. Everything lands in runs/demo/.
+# The README's main-job command, on the embedded all-MiniLM-L6-v2 body and the bundled samples:
+# train -> export-onnx (parity-gated fp32 / optimized / int8) -> verify -> score the sample archive -> report.
+# Everything lands in runs/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup-env.sh
@@ -8,5 +9,18 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 DS=.venv/bin/docscore
 OUT=runs/demo
 mkdir -p "$OUT"
-echo "== 1/1 train (embedded all-MiniLM-L6-v2 body, samples/train.csv -> $OUT/checkpoint)"
+
+echo "== 1/5 train: embedded all-MiniLM-L6-v2 body on samples/train.csv -> $OUT/checkpoint"
 $DS train samples/train.csv --eval-data samples/eval.csv --output "$OUT/checkpoint" --epochs 2
+
+echo "== 2/5 export-onnx: ONNX bundle with optimized and int8 variants, each behind the parity gate -> $OUT/bundle"
+$DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8
+
+echo "== 3/5 verify: file hashes and parity against the checkpoint"
+$DS verify "$OUT/bundle" --checkpoint "$OUT/checkpoint"
+
+echo "== 4/5 score: samples/archive/*.parquet -> $OUT/scores (resumable; rerun skips finished shards)"
+$DS score samples/archive --model "$OUT/bundle" --output "$OUT/scores" --id-column doc_id --passthrough source --overwrite
+
+echo "== 5/5 report: label distribution and confidence"
+$DS report "$OUT/scores"
