@@ -27,7 +27,7 @@ from docscore.runtime import create_session
 log = logging.getLogger(__name__)
 
 GATE_POLICY = "all-or-nothing: every requested variant passed its gate, or no bundle was written"
-FP16_UNVERIFIED_NOTE = ("not verified: no CUDA execution provider on the exporting machine (fp16 is meant for "
+FP16_UNVERIFIED_NOTE = ("no CUDA execution provider on the exporting machine (fp16 is meant for "
                         "CUDA). Run `docscore verify BUNDLE --checkpoint CKPT` on a GPU host before using it.")
 
 
@@ -199,7 +199,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
                                                      note=f"not verified: CUDA session failed: {e}", **info)
             else:
                 entries["fp16"] = _variant_entry("fp16", files, tmp, verified=False, parity=None,
-                                                 note=FP16_UNVERIFIED_NOTE, **info)
+                                                 note="not verified: " + FP16_UNVERIFIED_NOTE, **info)
                 log.warning("fp16 variant written but NOT verified: %s", FP16_UNVERIFIED_NOTE)
         if failed:
             lines = [f"{name}: {msg}" for name, msgs in failed.items() for msg in msgs]

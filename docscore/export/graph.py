@@ -113,6 +113,9 @@ def check_symbolic_axes(model: onnx.ModelProto, input_names, output_name: str) -
 def save_model(model: onnx.ModelProto, path: Path, external: bool) -> list[str]:
     """Save a graph as one ``.onnx`` file, or with all weights in one ``<name>.data`` file beside it.
 
+    Tensors under 1 KiB stay inline: ONNX Runtime must read small shape/axes constants during shape inference
+    and refuses them from external data ("Cannot parse data from external tensors").
+
     Returns:
         the file names written (relative to ``path``'s directory).
     """
@@ -120,7 +123,7 @@ def save_model(model: onnx.ModelProto, path: Path, external: bool) -> list[str]:
     location = path.name + EXTERNAL_SUFFIX
     if external:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=location, size_threshold=0)
+                        location=location, size_threshold=1024)
         return [path.name, location]
     onnx.save_model(model, str(path))
     return [path.name]

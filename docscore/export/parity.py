@@ -131,7 +131,7 @@ def _sweep_feeds(encodings, input_names, pad_id: int, max_length: int, trace_sha
         ("batch2_max_length", feed([long_encoding, long_encoding])),
         ("batch7_heavy_padding", feed([long_encoding] + short[:6])),
         ("batch9_mixed_lengths", feed(mixed)),
-        ("batch4_padded_to_max", feed(short[:4], max_length)),
+        ("batch4_padded_to_max", feed(short[:4], max([max_length] + [len(e.ids) for e in short[:4]]))),
     ]
     traced = tuple(trace_shape)
     return [(name, f) for name, f in cases if tuple(next(iter(f.values())).shape) != traced]

@@ -1,0 +1,102 @@
+"""``docscore export-onnx CHECKPOINT --output BUNDLE``: a checkpoint to a parity-gated ONNX bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub, name: str) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help="export a checkpoint to a verified ONNX bundle",
+        description="Export body + head to one ONNX graph with dynamic batch and sequence axes, write the bundle "
+        "(model variants, tokenizer.json, docscore.json manifest) and gate every variant on end-to-end parity with "
+        "PyTorch. A failed gate exits non-zero (3) and writes nothing.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory from `docscore train`")
+    p.add_argument("--output", "-o", required=True, help="bundle directory (an existing bundle there is replaced)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17 legacy, 18 dynamo; both tested)")
+    p.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
+                   help="legacy (TorchScript): the ORT optimizer fuses Attention only on this graph; dynamo: "
+                   "torch.export")
+    p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
+                   help="the body's attention implementation while exporting")
+    p.add_argument("--optimize", action="store_true", help="add the ONNX Runtime transformer-fused variant")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="add a dynamic per-channel int8 variant, judged on label agreement")
+    p.add_argument("--fp16", action="store_true",
+                   help="add an fp16 variant for CUDA (verified only where CUDA is available)")
+    p.add_argument("--verify-data", default=None,
+                   help="Parquet/CSV with texts for the parity gate (default: samples/eval.csv)")
+    p.add_argument("--text-column", default="text", help="text column of --verify-data")
+    p.add_argument("--verify-rows", type=int, default=1000, help="at most this many texts in the gate")
+    p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT.FIELD=VALUE",
+                   help="override a gate tolerance, e.g. fp32.atol=1e-5 or int8.min_label_agreement=0.98 "
+                   "(repeatable; fields: atol, rtol, max_prob_diff, min_label_agreement, regression_band)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="export and verify at this many tokens (default: the checkpoint's)")
+    ext = p.add_mutually_exclusive_group()
+    ext.add_argument("--external-data", dest="external_data", action="store_true", default=None,
+                     help="always store weights in <model>.onnx.data (default: only above 1.8 GiB)")
+    ext.add_argument("--no-external-data", dest="external_data", action="store_false",
+                     help="never store weights externally (fails above protobuf's 2 GiB)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads in the gate")
+    p.add_argument("--json", action="store_true", help="print the manifest's variants section as JSON")
+    return p
+
+
+def _options(args):
+    from docscore.export.options import ExportOptions, parse_tolerance_overrides
+
+    return ExportOptions(
+        output=args.output, opset=args.opset, exporter=args.exporter, attention=args.attention,
+        optimize=args.optimize, quantize=args.quantize, fp16=args.fp16, verify_data=args.verify_data,
+        text_column=args.text_column, verify_rows=args.verify_rows,
+        tolerances=parse_tolerance_overrides(args.tolerance), max_length=args.max_length,
+        external_data=args.external_data, threads=args.threads,
+    )
+
+
+def render_variants(variants: dict, out=sys.stdout) -> None:
+    """A small table: one line per variant with its gate numbers."""
+    print(f"{'variant':<10} {'file':<22} {'MiB':>7} {'verified':>8} {'max|Δlogit|':>12} {'max|Δscore|':>12} "
+          f"{'labels':>8}", file=out)
+    for name, v in variants.items():
+        parity = v.get("parity") or {}
+        d = parity.get("data", {})
+        worst = max((parity.get(k, {}).get("max_abs_logit_diff", 0.0) for k in ("data", "sweep")), default=0.0)
+        size = v.get("size_bytes", 0) / (1 << 20)
+        logit = f"{worst:.2e}" if parity else "-"
+        score = f"{d.get('max_prob_diff', 0.0):.2e}" if parity else "-"
+        labels = f"{d.get('label_agreement', 0.0):.2%}" if parity else "-"
+        print(f"{name:<10} {v.get('file', ''):<22} {size:>7.1f} {str(bool(v.get('verified'))).lower():>8} "
+              f"{logit:>12} {score:>12} {labels:>8}", file=out)
+        if v.get("fusions"):
+            print(f"{'':<10} fusions: {', '.join(f'{k}={n}' for k, n in v['fusions'].items())}", file=out)
+        if v.get("note"):
+            print(f"{'':<10} note: {v['note']}", file=out)
+
+
+def run(args) -> int:
+    import time
+
+    from docscore.bundle import load_bundle
+    from docscore.export import export_bundle
+
+    options = _options(args)
+    t = time.perf_counter()
+    print(f"exporting {args.checkpoint} -> {options.output} (exporter={options.exporter}, "
+          f"attention={options.attention}, variants={','.join(options.variants)})", file=sys.stderr)
+    out = export_bundle(args.checkpoint, options)
+    manifest = load_bundle(out).manifest
+    if args.json:
+        print(json.dumps(manifest["variants"], indent=2))
+        return 0
+    e = manifest["export"]
+    print(f"bundle {out}  ({time.perf_counter() - t:.1f}s; {e['exporter']} exporter, {e['attention']} attention, "
+          f"opset {e['opset']}, inputs {', '.join(manifest['spec']['input_names'])})")
+    render_variants(manifest["variants"])
+    return 0
