@@ -69,7 +69,7 @@ def test_kill_at_commit_points_then_rerun_is_byte_identical(failpoint, big_archi
     check_resume(out, big_archive, bundle, reference)
 
 
-@pytest.mark.parametrize("parts_seen", [1, 6])
+@pytest.mark.parametrize("parts_seen", [1, 5])
 def test_kill_mid_write_then_rerun_is_byte_identical(parts_seen, big_archive, bundle, reference, tmp_path):
     """SIGKILL from outside while parts are being written (not at a commit point)."""
     out = tmp_path / "out"
@@ -81,7 +81,6 @@ def test_kill_mid_write_then_rerun_is_byte_identical(parts_seen, big_archive, bu
         if len(list((out / "_parts").rglob("part-*.parquet*"))) >= parts_seen:
             break
         time.sleep(0.005)
-    time.sleep(0.05 * parts_seen)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # it was still running: the kill interrupted real work
     check_resume(out, big_archive, bundle, reference)
