@@ -1,0 +1,68 @@
+"""``docscore score`` / ``docscore report`` from the command line, and the torch-free scoring path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from docscore.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_scoring_path_imports_neither_torch_nor_transformers(archive, bundle, tmp_path):
+    code = (
+        "import sys\n"
+        "import docscore.batch, docscore.batch.runner, docscore.batch.report, docscore.commands.score\n"
+        "from docscore.cli import main\n"
+        f"rc = main(['score', {str(archive)!r}, '--model', {str(bundle)!r}, '--output', {str(tmp_path / 'o')!r},"
+        " '--threads', '1', '--no-progress'])\n"
+        "assert rc == 0, rc\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))\n"
+        "assert not bad, bad\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stderr
+
+
+def test_help_explains_every_option(capsys):
+    try:
+        main(["score", "--help"])
+    except SystemExit:
+        pass
+    text = capsys.readouterr().out
+    for flag in ("--model", "--output", "--text-column", "--id-column", "--passthrough", "--device", "--variant",
+                 "--threads", "--token-budget", "--long-docs", "--chunk-overlap", "--chunk-agg", "--overwrite",
+                 "--fail-fast", "default: 8192"):
+        assert flag in text, flag
+
+
+def test_cli_scores_reports_and_fails_on_a_broken_file(archive, bundle, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", str(out), "--id-column", "doc_id",
+               "--passthrough", "source", "--threads", "1", "--no-progress", "--json"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["rows"] == 100 and summary["files"] == 3
+    assert main(["report", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["rows"] == 100 and sum(r["rows"] for r in rep["labels"]) == 100
+    assert sum(b["rows"] for b in rep["confidence"]) == 100
+    (archive / "zz-broken.parquet").write_bytes(b"not parquet at all")
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", str(out), "--id-column", "doc_id",
+               "--passthrough", "source", "--threads", "1", "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 1 and "zz-broken.parquet" in text and "3 already done" in text
+
+
+def test_cuda_request_without_gpu_exits_with_a_clear_error(archive, bundle, tmp_path, capsys):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", str(tmp_path / "o"), "--device", "cuda"])
+    assert rc == 2 and "--device cuda was requested" in capsys.readouterr().err
