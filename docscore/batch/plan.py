@@ -19,20 +19,26 @@ class MicroBatch:
         return len(self.index) * self.length
 
 
-def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int) -> list[MicroBatch]:
+def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int,
+                 max_pad: float = 0.05) -> list[MicroBatch]:
     """Cut sequences sorted by length (longest first, ties in input order) into batches of at most
     ``token_budget`` padded tokens and ``max_rows`` rows. A sequence longer than the budget goes alone.
 
-    Sorting first makes neighbours nearly equal in length, so padding stays a few percent; the caller restores
-    input order from ``MicroBatch.index``.
+    A batch also ends before a sequence that is more than ``max_pad`` of the longest shorter than it, so no
+    row is padded by more than that share: without it, a budget-sized batch of short texts spans lengths
+    from 30 down to 10. The caller restores input order from ``MicroBatch.index``.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
+    sorted_len = lengths[order]
     batches = []
     i, n = 0, len(order)
     while i < n:
-        longest = int(lengths[order[i]])
+        longest = int(sorted_len[i])
         rows = max(1, min(max_rows, token_budget // max(longest, 1), n - i))
+        floor = longest - int(longest * max_pad)  # shortest length allowed in this batch
+        # sorted_len is descending: count the leading rows of this slice that are >= floor
+        rows = max(1, int(np.searchsorted(-sorted_len[i:i + rows], -floor, side="right")))
         batches.append(MicroBatch(order[i:i + rows], longest))
         i += rows
     return batches

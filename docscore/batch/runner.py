@@ -195,7 +195,8 @@ def _fail(state, summary, shard, fp, error: Exception, options) -> None:
     log.error("%s", error)
     summary.files_failed += 1
     summary.failed.append({"path": str(shard.path), "error": str(error)})
-    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed", "error": str(error)})
+    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed",
+                             "error": str(error)})
     if options.fail_fast:
         raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
 
@@ -392,8 +393,8 @@ class _Pipeline:
         if current["parts"] > 1:
             _merge_parts(self.state.parts_dir(shard.rel), current["parts"], final, current["schema"])
         _failpoint("output_committed")
-        self.state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": current["fp"], "status": "done",
-                                      "rows": current["rows"], "parts": current["parts"]})
+        self.state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": current["fp"],
+                                      "status": "done", "rows": current["rows"], "parts": current["parts"]})
         shutil.rmtree(self.state.parts_dir(shard.rel), ignore_errors=True)
         self.summary.files += 1
         self.progress.file_done(shard.rel, "done")

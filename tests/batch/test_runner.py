@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,6 +20,19 @@ def read(path) -> pa.Table:
     return pq.read_table(path)
 
 
+def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
+    """Same schema and rows; float scores may differ in the last bits when rows were batched differently."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in a.column_names:
+        x, y = a.column(name), b.column(name)
+        if pa.types.is_floating(x.type):
+            assert x.null_count == y.null_count
+            np.testing.assert_allclose(x.to_numpy(zero_copy_only=False), y.to_numpy(zero_copy_only=False),
+                                       atol=1e-5)
+        else:
+            assert x.equals(y), name
+
+
 def test_one_output_per_shard_in_input_order(archive, bundle, opts, tmp_path):
     out = tmp_path / "out"
     summary = score_files([archive], bundle, out, opts)
@@ -27,7 +41,7 @@ def test_one_output_per_shard_in_input_order(archive, bundle, opts, tmp_path):
         src, dst = read(archive / rel), read(out / rel)
         assert dst.column("doc_id").equals(src.column("doc_id"))
         # the runner's scores are the Scorer's on the whole table
-        assert dst.equals(Scorer(bundle, opts)(src))
+        assert_same_rows(dst, Scorer(bundle, opts)(src))
     assert (out / SUCCESS).exists()
     saved = json.loads((out / SUMMARY).read_text())
     assert saved["rows"] == 100 and 0 <= saved["pad_fraction"] < 1 and saved["tokens_per_s"] > 0
@@ -52,7 +66,7 @@ def test_checkpointed_parts_give_the_same_output(archive, bundle, opts, tmp_path
     score_files([archive], bundle, whole, opts)
     score_files([archive], bundle, parts, opts.replace(checkpoint_rows=7, read_batch_rows=3))
     for rel in ("a.parquet", "2024/b.parquet", "2024/c.parquet"):
-        assert read(parts / rel).equals(read(whole / rel))
+        assert_same_rows(read(parts / rel), read(whole / rel))
     assert not (parts / "_parts").exists()
 
 

@@ -12,8 +12,8 @@ from docscore.bundle import load_bundle
 
 from batch_data import WORDS
 
-# Texts built to trip a naive clip: long words, punctuation runs, CJK (one token per char), emoji, combining
-# accents, whitespace that BERT deletes (\x1c) or keeps (\xa0, \u3000), runs of spaces and tabs.
+# Texts built to trip a naive clip: long words, punctuation runs, CJK (one token per char), emoji,
+# combining accents, whitespace that BERT deletes (\x1c) or keeps (\xa0, \u3000), runs of spaces and tabs.
 ODD = ["supercalifragilisticexpialidocious", "internationalization", "...!!!", "日本語のテキスト", "🙂🙂🙂",
        "e\u0301te\u0301", "\x1c", "\u00a0", "\u3000", "ﬁﬂ", "\u200b", "a-b-c-d-e-f", "1234567890", "x"]
 SEPS = [" ", " ", " ", "  ", "\t", "\n", "     ", "", "\x1c", "\u00a0"]
