@@ -171,3 +171,15 @@ def test_windows_do_not_depend_on_how_rows_arrive():
     pieces = [table.slice(i, 7).to_batches()[0] for i in range(0, 100, 7)]
     assert [w.column("doc_id").to_pylist() for w in cut_windows(pieces, lengths, 16, 3000)] == whole
     assert sum(len(w) for w in whole) == 100 and len(whole) > 100 // 16
+
+
+def test_regression_outputs_the_value_and_no_label(tiny_bundle_factory, opts):
+    reg = tiny_bundle_factory(problem_type="regression")
+    table = make_table(6, seed=12)
+    out = Scorer(reg, opts)(table)
+    b = load_bundle(reg)
+    encs = b.tokenizer(truncate=True).encode_batch(table.column("text").to_pylist())
+    expected = direct_logits(reg, encs)[:, 0]
+    np.testing.assert_allclose(out.column("score").to_numpy(), expected, atol=ATOL)
+    np.testing.assert_allclose(out.column(f"score_{b.spec.head.labels[0]}").to_numpy(), expected, atol=ATOL)
+    assert out.column("label").null_count == 6
