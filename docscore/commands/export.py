@@ -60,8 +60,9 @@ def _options(args):
     )
 
 
-def render_variants(variants: dict, out=sys.stdout) -> None:
+def render_variants(variants: dict, out=None) -> None:
     """A small table: one line per variant with its gate numbers."""
+    out = out or sys.stdout
     print(f"{'variant':<10} {'file':<22} {'MiB':>7} {'verified':>8} {'max|Δlogit|':>12} {'max|Δscore|':>12} "
           f"{'labels':>8}", file=out)
     for name, v in variants.items():

@@ -49,26 +49,9 @@ REL_FLOOR = 1e-3
 
 def read_texts(path: str | Path, column: str = "text", limit: int = 1000) -> list[str]:
     """The first ``limit`` non-empty strings of ``column`` in a Parquet or CSV file."""
-    import pyarrow as pa
+    from docscore.data import read_table
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputDataError("verify data not found", path=path)
-    try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            import pyarrow.parquet as pq
-
-            table = pq.read_table(path, columns=[column])
-        elif path.suffix.lower() in (".csv", ".tsv"):
-            import pyarrow.csv as pcsv
-
-            parse = pcsv.ParseOptions(delimiter="\t" if path.suffix.lower() == ".tsv" else ",",
-                                      newlines_in_values=True)
-            table = pcsv.read_csv(path, parse_options=parse)
-        else:
-            raise InputDataError(f"unsupported verify data type {path.suffix!r}; use Parquet or CSV", path=path)
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, KeyError) as e:
-        raise InputDataError(f"cannot read verify data: {e}", path=path, column=column) from e
+    table = read_table(path)
     if column not in table.column_names:
         raise InputDataError(f"no text column {column!r} (columns: {table.column_names}); pass --text-column",
                              path=path, column=column)

@@ -5,6 +5,7 @@ then gated by :mod:`docscore.export.parity` like fp32.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 from pathlib import Path
@@ -26,6 +27,25 @@ def body_dims(body_config: dict) -> tuple[int, int]:
     heads = body_config.get("num_attention_heads", body_config.get("n_heads", 0))
     hidden = body_config.get("hidden_size", body_config.get("dim", 0))
     return int(heads or 0), int(hidden or 0)
+
+
+@contextlib.contextmanager
+def _quiet_root_logging(origin: str):
+    """ONNX Runtime's quantiser logs chatter (INFO per tensor, a pre-processing hint) on the *root* logger; keep
+    it at DEBUG on ours instead, so the CLI shows only what matters."""
+
+    def divert(record: logging.LogRecord) -> bool:
+        if origin in record.pathname.replace("\\", "/") and record.levelno < logging.ERROR:
+            log.debug("onnxruntime: %s", record.getMessage())
+            return False
+        return True
+
+    root = logging.getLogger()
+    root.addFilter(divert)
+    try:
+        yield
+    finally:
+        root.removeFilter(divert)
 
 
 def _repack(src: Path, dst: Path, external: bool) -> list[str]:
@@ -70,8 +90,9 @@ def quantize_int8(src: Path, dst: Path, *, external: bool, scratch: Path) -> tup
     # ("Unable to find data type for weight_name=...MatMul_output_0") without a default.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     try:
-        quantize_dynamic(str(src), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
-                         use_external_data_format=external, extra_options=extra)
+        with _quiet_root_logging("onnxruntime/quantization"):
+            quantize_dynamic(str(src), str(tmp), per_channel=True, weight_type=QuantType.QInt8,
+                             use_external_data_format=external, extra_options=extra)
     except Exception as e:
         raise ExportError(f"int8 quantisation of {src.name} failed: {e}") from e
     files = _repack(tmp, dst, external)
