@@ -130,15 +130,16 @@ def _measure_pytorch(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     device = job["device"]
     model, tok, spec, _ = load_checkpoint(job["checkpoint"], device=device)
+    max_length = job["max_length"]  # the bundle's, so both sides see the same tokens
     texts = [t for t in _read_texts(job["inputs"], job["text_column"]) if isinstance(t, str) and t.strip()]
     tokens = slots = 0
     with torch.inference_mode():
         model(**{k: v.to(device) for k, v in tok(texts[:2], padding=True, truncation=True,
-                                                 max_length=spec.max_length, return_tensors="pt").items()
+                                                 max_length=max_length, return_tensors="pt").items()
                  if k in spec.input_names})  # warm-up
         t0 = time.perf_counter()
         for i in range(0, len(texts), TORCH_BATCH):
-            enc = tok(texts[i:i + TORCH_BATCH], padding=True, truncation=True, max_length=spec.max_length,
+            enc = tok(texts[i:i + TORCH_BATCH], padding=True, truncation=True, max_length=max_length,
                       return_tensors="pt")
             feed = {k: v.to(device) for k, v in enc.items() if k in spec.input_names}
             model(**feed).cpu()
@@ -184,7 +185,8 @@ def run_throughput(opts: ThroughputOptions, progress: Callable[[str], None] | No
     peak = machine.get("peak_fp32_gflops")
     variants = list(opts.variants or [v for v in bundle.variants if v != "fp16" or opts.device == "cuda"])
     base = dict(bundle=str(opts.bundle), inputs=inputs, text_column=opts.text_column, threads=opts.threads,
-                device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint)
+                device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint,
+                max_length=bundle.spec.max_length)
     jobs = [dict(base, pipeline="pytorch-loop", variant="eager")] if opts.checkpoint else []
     for v in variants:
         jobs += [dict(base, pipeline="model-only", variant=v), dict(base, pipeline="score", variant=v)]
