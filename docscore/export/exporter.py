@@ -77,13 +77,9 @@ def _max_positions(body_config) -> int | None:
     return n
 
 
-def _session(path: Path, device: str, threads: int | None):
-    return create_session(path, device=device, threads=threads)
-
-
 def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu") -> dict:
     t = time.perf_counter()
-    report = check_variant(_session(path, device, threads), reference, tol, spec.output_name)
+    report = check_variant(create_session(path, device=device, threads=threads), reference, tol, spec.output_name)
     report["device"] = device
     report["seconds"] = round(time.perf_counter() - t, 3)
     log.info("parity %s: %s -> %s", name, summarize(report), "pass" if report["passed"] else "FAIL")

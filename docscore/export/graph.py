@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from docscore.errors import ConfigError, ParityError
+from docscore.errors import ConfigError, ExportError, ParityError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,12 @@ def export_graph(model, input_names, output_name: str, path: Path, *, exporter: 
         # The legacy exporter's deprecation and TracerWarnings are expected: the shape sweep of the parity gate
         # is what proves the trace generalises. The dynamo exporter prints progress to stdout.
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, args, str(path), **kwargs)
+        try:
+            torch.onnx.export(model, args, str(path), **kwargs)
+        except Exception as e:  # exporter internals raise many types; the user needs what failed and what to try
+            other = "dynamo" if exporter == "legacy" else "legacy"
+            raise ExportError(f"the {exporter} exporter failed on {type(model.body).__name__} (opset {opset}): "
+                              f"{type(e).__name__}: {e}. Try --exporter {other} or another --opset.") from e
     for line in buf.getvalue().splitlines():
         log.debug("torch.onnx: %s", line)
 

@@ -250,3 +250,27 @@ def test_bundle_scores_without_torch(tiny_bundle_factory):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("ok fp32")
+
+
+def test_opset_and_max_length_are_selectable(tiny_checkpoint_factory, tmp_path):
+    out = export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=tmp_path / "b", opset=15, max_length=32))
+    bundle = load_bundle(out)
+    assert bundle.manifest["export"]["opset"] == 15 and bundle.spec.max_length == 32
+    assert {o.domain: o.version for o in onnx.load(str(out / "model.onnx")).opset_import}[""] == 15
+    assert len(bundle.tokenizer().encode("word " * 100).ids) == 32
+    assert [1, 32] in bundle.variants["fp32"]["parity"]["sweep_shapes"]
+
+
+def test_an_exporter_crash_is_a_typed_error_and_leaves_nothing(tiny_checkpoint_factory, tmp_path, monkeypatch):
+    import torch
+
+    from docscore.errors import ExportError
+
+    def boom(*a, **k):
+        raise RuntimeError("unsupported operator aten::frobnicate")
+
+    monkeypatch.setattr(torch.onnx, "export", boom)
+    out = tmp_path / "b"
+    with pytest.raises(ExportError, match="frobnicate.*--exporter dynamo"):
+        export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out))
+    assert list(tmp_path.iterdir()) == []
