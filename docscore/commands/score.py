@@ -54,6 +54,15 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    help="discard OUT's earlier outputs when the bundle, options or inputs changed (else refuse)")
     p.add_argument("--fail-fast", action="store_true",
                    help="stop at the first unreadable file (default: score the others, exit 1 at the end)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this machine, no Ray needed; ray: Ray Data actors (pip install 'docscore[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--engine ray: a cluster (host:6379, ray://host:10001 or auto); default: a private local "
+                   "Ray instance")
+    p.add_argument("--workers", type=int, default=None,
+                   help="--engine ray: scoring actors (default: one per CPU, or one per GPU with --device cuda)")
+    p.add_argument("--ray-tmp-dir", default=None, metavar="DIR",
+                   help="--engine ray: Ray's session files for a local instance (keep the path short)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
@@ -104,7 +113,14 @@ def run(args) -> int:
 
     bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
     try:
-        summary = score_files(args.inputs, args.model, args.output, options_from_args(args), progress=bars)
+        if args.engine == "ray":
+            from docscore.batch.ray_engine import RayOptions, score_files_ray
+
+            summary = score_files_ray(args.inputs, args.model, args.output, options_from_args(args),
+                                      RayOptions(address=args.ray_address, workers=args.workers,
+                                                 tmp_dir=args.ray_tmp_dir), progress=bars)
+        else:
+            summary = score_files(args.inputs, args.model, args.output, options_from_args(args), progress=bars)
     finally:
         bars.close()
     if args.json:

@@ -1,0 +1,672 @@
+"""Scale-out: the same :class:`~docscore.batch.scorer.Scorer` inside Ray Data ``map_batches``.
+
+Two entry points:
+
+- :func:`score_dataset`: a ``ray.data.Dataset`` in, a scored one out, for users composing their own pipelines.
+- :func:`score_files_ray`: what ``docscore score --engine ray`` runs. Ray scores, docscore keeps the file commit
+  protocol: the driver plans the shards, Ray reads them (row groups, tagged with shard and row number), repartitions
+  them into batches, and scores them on a pool of actors; the driver takes the scored rows back *in order* and hands
+  them to the local runner's writer, which commits parts, outputs, the run manifest and ``_SUCCESS`` exactly as
+  :func:`~docscore.batch.runner.score_files` does. So the output layout and manifest are the same, a run can move
+  between engines, and a rerun after any failure gives one copy of every row. Ray's ``write_parquet`` is never used:
+  it appends to the directory and is not atomic.
+
+Resource rules, each learnt from a hang or a silent slowdown with ray 2.60:
+
+- Actors share ``CPUs - 1``: Ray Data's read and repartition tasks ask for a whole CPU, so actors taking every CPU
+  leave the reads waiting forever, with no warning.
+- A file of one row group is one block, and a block goes to one actor call: blocks are repartitioned into
+  ``batch_rows``-row blocks when they would leave actors idle.
+- ``ray.init()`` without an address joins any cluster recorded under ``/tmp/ray``; a local run passes
+  ``address="local"``. A dead address is retried by Ray for minutes; it is probed first, with a timeout.
+- Crashed actors are restarted and their calls retried (Ray Data's defaults for actor pools: ``max_restarts=-1``,
+  ``max_task_retries=-1``). A bad row is a per-row ``error`` from the scorer, never a dropped block:
+  ``max_errored_blocks`` is not used.
+
+GPU: ``device="cuda"`` runs one actor per GPU (``num_gpus=1``) with two concurrent calls per actor, so one call
+tokenises the next batch on the actor's CPUs while the other runs on the GPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from docscore.batch.inputs import Shard, discover
+from docscore.batch.options import ScoreOptions
+from docscore.batch.runner import (_DONE, Progress, RunSummary, _committed_parts, _fail, _Pipeline, _plan, _RowStream,
+                                   _Stop)
+from docscore.batch.scorer import Scorer, WindowStats
+from docscore.batch.state import PARTS_DIR, SUCCESS, SUMMARY, RunState, write_json_atomic
+from docscore.bundle import Bundle, load_bundle
+from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'docscore[ray]'"
+RESERVED_CPUS = 1.0  # kept free of actors for Ray Data's read / repartition tasks (each asks for 1 CPU)
+MAX_TMP_DIR_CHARS = 40  # Ray puts Unix sockets under <tmp>/session_<date>_<pid>/sockets/: 107 bytes at most
+
+# Columns the driver adds to every row so it can check the order and route rows back to their shard.
+SHARD_COL, ROW_COL, READ_ERROR_COL = "_docscore_shard", "_docscore_row", "_docscore_read_error"
+SLOTS_COL, CLIPPED_COL = "_docscore_slots", "_docscore_clipped"  # per-call stats, on the first row of a call
+_META = (SHARD_COL, ROW_COL, READ_ERROR_COL)
+
+
+def import_ray():
+    """Import ``ray`` and ``ray.data``, or raise :class:`ConfigError` saying how to install them."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the data extra brings pandas / pyarrow pins Ray Data needs
+    except ImportError as e:
+        raise ConfigError(f"the ray engine needs Ray Data, which is not installed ({e}). Install it with: "
+                          f"{INSTALL_HINT}   (or score on this machine with --engine local)") from e
+    return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide Ray scores; the scoring itself is set by :class:`ScoreOptions`.
+
+    Args:
+        address: ``None`` or ``"local"`` starts a private Ray instance on this machine (never joining a cluster
+            recorded under ``/tmp/ray``); ``"auto"`` joins the cluster started here with ``ray start``;
+            ``"host:6379"`` or ``"ray://host:10001"`` joins that cluster.
+        workers: scoring actors. ``None``: one per CPU on CPU (sharing all CPUs but one), one per GPU on CUDA.
+        num_cpus: CPUs of a local instance; ``None`` lets Ray count them. Ignored when joining a cluster.
+        tmp_dir: Ray's session files (logs, sockets, spilled objects) for a local instance; ``None``: Ray's
+            default (``/tmp/ray``). Keep it short: Ray puts Unix sockets below it.
+        connect_timeout_s: how long to wait for a cluster's address to answer before failing.
+        batch_rows: rows per actor call and per block; ``None``: the options' ``sort_window``, so each call
+            sorts and batches as many rows as one local window.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    num_cpus: int | None = None
+    tmp_dir: str | None = None
+    connect_timeout_s: float = 10.0
+    batch_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.num_cpus is not None and self.num_cpus < 2:
+            raise ConfigError(f"a local Ray instance needs at least 2 CPUs (one is kept for reading), got "
+                              f"{self.num_cpus}; use --engine local on one CPU")
+        if self.batch_rows is not None and self.batch_rows < 1:
+            raise ConfigError(f"batch_rows must be at least 1, got {self.batch_rows}")
+        if self.tmp_dir and len(os.path.abspath(self.tmp_dir)) > MAX_TMP_DIR_CHARS:
+            raise ConfigError(f"--ray-tmp-dir {os.path.abspath(self.tmp_dir)} is too long ("
+                              f"{len(os.path.abspath(self.tmp_dir))} characters): Ray puts Unix sockets below it, "
+                              f"which allow 107 bytes; use a path of at most {MAX_TMP_DIR_CHARS} characters")
+        if self.connect_timeout_s <= 0:
+            raise ConfigError(f"connect_timeout_s must be positive, got {self.connect_timeout_s}")
+
+    @property
+    def local(self) -> bool:
+        return self.address in (None, "", "local")
+
+
+# --- resources ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How many scoring actors, and what each asks Ray for."""
+
+    workers: int
+    actor_cpus: float  # CPUs reserved per actor (fractional when actors outnumber the CPUs left to them)
+    actor_gpus: float  # 1 per actor on CUDA, else 0
+    threads: int  # ONNX Runtime intra-op threads per actor
+    calls_per_actor: int  # concurrent calls per actor: 2 on CUDA (tokenise one batch while the GPU runs another)
+
+
+def plan_workers(cluster_cpus: float, cluster_gpus: float, device: str, workers: int | None = None,
+                 threads: int | None = None) -> WorkerPlan:
+    """Size the actor pool so that Ray Data's reads always find a free CPU.
+
+    Args:
+        cluster_cpus: CPUs of the Ray cluster (``ray.cluster_resources()["CPU"]``).
+        cluster_gpus: GPUs of the Ray cluster.
+        device: ``cpu`` or ``cuda``.
+        workers: actors asked for; ``None`` picks one per CPU (CPU) or per GPU (CUDA).
+        threads: ORT threads asked for; ``None``: the whole CPUs each actor holds (at least 1).
+    """
+    room = cluster_cpus - RESERVED_CPUS
+    if room <= 0:
+        raise ConfigError(f"the Ray cluster has {cluster_cpus:g} CPU(s); scoring needs at least 2 (one is kept for "
+                          "reading the input)")
+    if device == "cuda":
+        if cluster_gpus < 1:
+            raise DeviceError("device cuda asked for, but the Ray cluster has no GPU; start the workers with GPUs "
+                              "or score with --device cpu")
+        n = workers or int(cluster_gpus)
+        if n > cluster_gpus:
+            raise DeviceError(f"{n} GPU workers asked for, but the Ray cluster has {cluster_gpus:g} GPU(s)")
+        share = room / n
+        cpus = float(int(share)) if share >= 1 else share
+        return WorkerPlan(n, cpus, 1.0, threads or 1, 2)
+    n = workers or max(1, int(cluster_cpus))
+    share = room / n
+    cpus = float(int(share)) if share >= 1 else share
+    return WorkerPlan(n, cpus, 0.0, threads or max(1, int(share)), 1)
+
+
+# --- connecting ---------------------------------------------------------------------------------------------
+
+
+def resolve_address(address: str) -> str:
+    """``auto`` → the address of the cluster started here (``RAY_ADDRESS``, else Ray's record under the temp dir)."""
+    if address != "auto":
+        return address
+    env = os.environ.get("RAY_ADDRESS")
+    if env:
+        return env
+    record = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    try:
+        found = record.read_text().strip()
+    except OSError:
+        found = ""
+    if not found:
+        raise DeviceError("--ray-address auto: no Ray cluster was started on this machine (no RAY_ADDRESS, no "
+                          f"{record}); start one with `ray start --head`, or give the head's address host:6379")
+    return found
+
+
+def probe_address(address: str, timeout_s: float) -> None:
+    """Fail fast, with a clear message, when nothing answers at a cluster's address (Ray itself would retry for
+    minutes)."""
+    hostport = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = hostport.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = hostport.rstrip("/"), ("10001" if address.startswith("ray://") else "6379")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as e:
+        raise DeviceError(
+            f"cannot reach a Ray cluster at {address} ({type(e).__name__}: {e}; waited up to {timeout_s:g} s). "
+            "Check the head is running (`ray status` there) and pass its address as host:6379 or "
+            "ray://host:10001, or leave --ray-address out to score on a local Ray instance"
+        ) from e
+
+
+@contextmanager
+def ray_connection(ray_options: RayOptions | None = None):
+    """Use the running Ray (left running), or start / join one (shut down on exit). Yields the ``ray`` module."""
+    ray = import_ray()
+    ray_options = ray_options or RayOptions()
+    if ray.is_initialized():
+        yield ray
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if ray_options.local:
+        if ray_options.tmp_dir:
+            tmp = os.path.abspath(ray_options.tmp_dir)
+            os.makedirs(tmp, exist_ok=True)
+            kwargs["_temp_dir"] = tmp
+        t0 = time.perf_counter()
+        ray.init(address="local", num_cpus=ray_options.num_cpus, **kwargs)
+    else:
+        address = resolve_address(ray_options.address)
+        probe_address(address, ray_options.connect_timeout_s)
+        if ray_options.tmp_dir:
+            log.warning("--ray-tmp-dir applies to a local Ray instance; a cluster keeps the temp dir its nodes "
+                        "were started with (`ray start --temp-dir`)")
+        t0 = time.perf_counter()
+        ray.init(address=address, **kwargs)
+    log.info("Ray ready in %.1f s: %s", time.perf_counter() - t0, ray.cluster_resources())
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+# --- the actor --------------------------------------------------------------------------------------------------
+
+
+class ScoringActor:
+    """A :class:`Scorer` living in a Ray actor: one ONNX Runtime session per actor, built once.
+
+    Columns named in :data:`_META` pass through unchanged (after the scored columns); two stats columns carry the
+    padded slots and clipped texts of the call on its first row, so the driver can report the pad fraction.
+
+    Args:
+        bundle: the bundle directory (every node must see it at this path).
+        options: the scoring options; ``threads`` is set per actor by :func:`plan_workers`.
+        failpoint: fault injection for tests: ``crash:<marker>`` kills the actor process once (Ray restarts it and
+            retries the call), ``raise:<marker>`` raises once (the run fails). The marker file makes it once.
+    """
+
+    def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None):
+        self.scorer = Scorer(bundle, options).load()
+        self.failpoint = failpoint
+        self.calls = 0
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        self.calls += 1
+        self._maybe_fail()
+        meta = [c for c in _META if c in batch.column_names]
+        data = batch.drop_columns(meta)
+        scorer = self.scorer
+        scorer.check_columns(data.schema)
+        data = data.select(scorer.input_columns())
+        stats, parts = WindowStats(), []
+        for window in scorer.windows(data):
+            prepared = scorer.prepare(window)
+            parts.append(scorer.assemble(prepared, scorer.infer(prepared)))
+            stats.add(prepared.stats)
+        out = pa.concat_tables(parts) if parts else scorer.output_schema(data.schema).empty_table()
+        for c in meta:
+            out = out.append_column(batch.schema.field(c), batch.column(c))
+        for name, value in ((SLOTS_COL, stats.slots), (CLIPPED_COL, stats.clipped)):
+            col = np.zeros(out.num_rows, dtype=np.int64)
+            col[:1] = value
+            out = out.append_column(name, pa.array(col))
+        return out
+
+    def _maybe_fail(self) -> None:
+        if not self.failpoint or self.calls < 2:  # the second call: some rows were scored before the fault
+            return
+        kind, _, marker = self.failpoint.partition(":")
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: only one actor fires it
+        except FileExistsError:
+            return
+        os.close(fd)
+        if kind == "crash":
+            os._exit(1)
+        raise RuntimeError(f"docscore failpoint {self.failpoint}")
+
+
+# --- the public dataset API ---------------------------------------------------------------------------------------
+
+
+def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions | None = None, *,
+                  workers: int | None = None, batch_rows: int | None = None, plan: WorkerPlan | None = None,
+                  failpoint: str | None = None):
+    """Score a ``ray.data.Dataset`` with the scorer of ``docscore score``; returns the scored (lazy) dataset.
+
+    Output rows carry the columns of a local output (id / passthrough columns, ``label``, ``score``,
+    ``score_<label>``, ``num_tokens``, ``num_chunks``, ``error``) and, in the same order as each input batch.
+    Rows leave in input order only when the dataset's context asks for it
+    (``DataContext.get_current().execution_options.preserve_order = True``); the id column identifies them either
+    way. Rows whose text is null, empty or not a string get an ``error`` instead of scores; no block is dropped.
+
+    Args:
+        ds: a dataset with the text column (and the id / passthrough columns the options name).
+        bundle: a bundle directory every Ray node can read at this path.
+        options: scoring options (columns, device, variant, batching, long documents).
+        workers: scoring actors; ``None``: one per CPU (sharing all CPUs but one) or one per GPU.
+        batch_rows: rows per actor call; ``None``: ``options.sort_window``.
+        plan: a ready :class:`WorkerPlan` (overrides ``workers``); ``None`` sizes one from the cluster.
+        failpoint: fault injection for tests (see :class:`ScoringActor`).
+    """
+    ray = import_ray()
+    options = options or ScoreOptions()
+    bundle_path = str(Path(bundle.path if isinstance(bundle, Bundle) else bundle).resolve())
+    if plan is None:
+        res = ray.cluster_resources()
+        plan = plan_workers(res.get("CPU", 0), res.get("GPU", 0), options.device, workers, options.threads)
+    actor_options = options.replace(threads=plan.threads)
+    compute = ray.data.ActorPoolStrategy(
+        size=plan.workers,
+        **({"max_concurrent_calls_per_actor": plan.calls_per_actor, "enable_true_multi_threading": True}
+           if plan.calls_per_actor > 1 else {}),
+    )
+    log.info("scoring on %d Ray actor(s): %.2f CPU, %g GPU, %d ORT thread(s) each", plan.workers, plan.actor_cpus,
+             plan.actor_gpus, plan.threads)
+    return ds.map_batches(
+        ScoringActor,
+        fn_constructor_args=(bundle_path, actor_options),
+        fn_constructor_kwargs={"failpoint": failpoint},
+        batch_format="pyarrow",
+        batch_size=batch_rows or options.sort_window,
+        compute=compute,
+        num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus or None,
+        udf_modifying_row_count=False,
+    )
+
+
+# --- reading, on Ray tasks ------------------------------------------------------------------------------------
+
+
+def _read_pieces(batch: pa.Table, columns: list[str], schema: pa.Schema, read_batch_rows: int) -> Iterator[pa.Table]:
+    """Read row ranges ``[start, stop)`` of input files, tagged with shard and row number. A read failure becomes
+    one row with ``_docscore_read_error`` set, so the driver reports the file and the other files go on."""
+    for shard, path, start, stop in zip(*(batch.column(c).to_pylist() for c in ("shard", "path", "start", "stop"))):
+        row = start
+        try:
+            stream = _RowStream(pq.ParquetFile(path), start, columns, read_batch_rows, path)
+            for rb in stream.take(stop - start):
+                table = pa.Table.from_batches([rb]).select(columns).cast(schema)
+                yield _tag(table, shard, row, None)
+                row += rb.num_rows
+        except Exception as e:  # noqa: BLE001 - reported by the driver with the file's name
+            empty = pa.table({f.name: pa.nulls(1, f.type) for f in schema}, schema=schema)
+            yield _tag(empty, shard, -1, f"cannot read rows {row}..{stop}: {type(e).__name__}: {e}")
+            return
+
+
+def _tag(table: pa.Table, shard: int, first_row: int, error: str | None) -> pa.Table:
+    n = table.num_rows
+    table = table.append_column(SHARD_COL, pa.array(np.full(n, shard, dtype=np.int32)))
+    table = table.append_column(ROW_COL, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
+    return table.append_column(READ_ERROR_COL, pa.array([error] * n, pa.string()))
+
+
+# --- files: the runner's writer fed by Ray --------------------------------------------------------------------------
+
+
+def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str | os.PathLike,
+                    options: ScoreOptions | None = None, ray_options: RayOptions | None = None,
+                    progress: Progress | None = None, **ray_fields) -> RunSummary:
+    """:func:`~docscore.batch.runner.score_files` with Ray doing the scoring: same outputs, manifest and resume.
+
+    Args:
+        inputs: files, directories (every ``*.parquet`` below) or globs. On a cluster the driver plans and writes,
+            the actors read: inputs and bundle must be at the same paths on every node (a shared file system).
+        bundle: the bundle directory.
+        output_dir: where outputs, the run manifest, the summary and ``_SUCCESS`` go (written by this process).
+        options: see :class:`ScoreOptions`.
+        ray_options: see :class:`RayOptions`; keyword arguments (``address=``, ``workers=``, ``num_cpus=``,
+            ``tmp_dir=``, ...) override its fields.
+        progress: optional callbacks for rows and files done.
+
+    Raises:
+        ConfigError: Ray is not installed (the message says how to install it), or as ``score_files``.
+        DeviceError: the cluster address does not answer, or CUDA is asked for and the cluster has no GPU.
+    """
+    t0 = time.perf_counter()
+    import_ray()  # the install hint comes before any work
+    options = options or ScoreOptions()
+    ray_options = replace(ray_options or RayOptions(), **ray_fields)
+    if not ray_options.local:  # a dead address fails before the output directory is touched
+        probe_address(resolve_address(ray_options.address), ray_options.connect_timeout_s)
+    progress = progress or Progress()
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    scorer = Scorer(bundle, options)
+    if options.device == "cpu":
+        scorer.load()  # options checked here, not in every actor (a CUDA driver may have no GPU: actors check)
+    out = Path(output_dir)
+    shards = discover(inputs, exclude=out)
+    bundle_info = {"path": str(bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
+    state = RunState.open(out, bundle_info, options.fingerprint(scorer.variant), options.overwrite)
+    (out / SUCCESS).unlink(missing_ok=True)
+    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=str(out))
+
+    todo, total_rows = _plan(shards, state, options, summary)
+    progress.start(len(shards), total_rows)
+    for shard in shards:
+        if shard not in todo:
+            progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
+                               else "failed")
+    ray_data_log = logging.getLogger("ray.data")
+    saved_level = ray_data_log.level
+    if not log.isEnabledFor(logging.INFO):
+        ray_data_log.setLevel(logging.WARNING)  # Ray Data logs every execution at INFO: only with -v
+    try:
+        if todo:
+            with ray_connection(ray_options):
+                _RayPipeline(scorer, state, options, progress, summary, ray_options).run(todo)
+    finally:
+        ray_data_log.setLevel(saved_level)
+        state.compact()
+        summary.wall_s = time.perf_counter() - t0
+        write_json_atomic(out / SUMMARY, summary.to_dict())
+    if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
+        (out / SUCCESS).write_text("")
+        parts = out / PARTS_DIR
+        if parts.is_dir() and not any(p.is_file() for p in parts.rglob("*")):
+            import shutil
+
+            shutil.rmtree(parts, ignore_errors=True)
+    return summary
+
+
+@dataclass
+class _Planned:
+    """A shard the driver will feed to the writer: rows ``[done * checkpoint_rows, rows)`` come from Ray."""
+
+    index: int
+    shard: Shard
+    fp: dict
+    rows: int
+    parts: int
+    done: int
+    schema: pa.Schema  # output schema
+    input_schema: pa.Schema  # the selected input columns
+    row_groups: list  # [(first row, rows)] of the file's row groups
+
+
+@dataclass
+class _Scored:
+    """A slice of scored rows, shaped like the runner's prepared window (``table`` + ``stats``)."""
+
+    table: pa.Table
+    stats: WindowStats
+
+
+class _Assembled:
+    """Stands in for the scorer in the runner's writer: the rows come back from Ray already assembled."""
+
+    @staticmethod
+    def assemble(prepared: _Scored, logits) -> pa.Table:
+        return prepared.table
+
+
+class _ShardFailed(Exception):
+    pass
+
+
+class _RayPipeline(_Pipeline):
+    """The runner's writer thread, fed by the driver thread from a Ray dataset instead of the local stages."""
+
+    def __init__(self, scorer: Scorer, state: RunState, options: ScoreOptions, progress: Progress,
+                 summary: RunSummary, ray_options: RayOptions):
+        super().__init__(_Assembled(), state, options, progress, summary)
+        self.real_scorer = scorer
+        self.ray_options = ray_options
+
+    def run(self, todo: dict[Shard, dict]) -> None:
+        if not todo:
+            return
+        writer = threading.Thread(target=self._guard, args=(self._write,), name="docscore-write", daemon=True)
+        writer.start()
+        try:
+            self._guard(self._feed, todo)
+        finally:
+            if self.failure is not None:
+                self.stop.set()
+            writer.join()
+        if self.failure is not None:
+            raise self.failure
+
+    def _feed(self, todo: dict[Shard, dict]) -> None:
+        groups: dict[pa.Schema, list[_Planned]] = {}
+        for i, (shard, fp) in enumerate(todo.items()):
+            try:
+                planned = self._plan_shard(i, shard, fp)
+            except (OSError, pa.ArrowException, InputDataError) as e:
+                self._report(shard, fp, e)
+                continue
+            groups.setdefault(planned.input_schema, []).append(planned)
+        for planned in groups.values():  # one dataset (and actor pool) per input schema; usually one
+            self._feed_group(planned)
+        self._put(self.to_write, _DONE)
+
+    def _report(self, shard: Shard, fp: dict, e: Exception) -> None:
+        error = e if isinstance(e, InputDataError) else InputDataError(
+            f"cannot read: {type(e).__name__}: {e}", path=shard.path)
+        if self.options.fail_fast:
+            raise error from e
+        self._put(self.to_write, ("error", shard, (fp, error)))
+
+    def _plan_shard(self, index: int, shard: Shard, fp: dict) -> _Planned:
+        scorer, opts = self.real_scorer, self.options
+        pf = pq.ParquetFile(shard.path)
+        scorer.check_columns(pf.schema_arrow, path=shard.path)
+        input_schema = pa.schema([pf.schema_arrow.field(c) for c in scorer.input_columns()])
+        n = pf.metadata.num_rows
+        n_parts = max(1, -(-n // opts.checkpoint_rows))
+        done = _committed_parts(self.state.parts_dir(shard.rel), n_parts) if n_parts > 1 else 0
+        groups, first = [], 0
+        for g in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(g).num_rows
+            groups.append((first, rows))
+            first += rows
+        return _Planned(index, shard, fp, n, n_parts, done, scorer.output_schema(input_schema), input_schema, groups)
+
+    def _feed_group(self, planned: list[_Planned]) -> None:
+        import ray.data
+
+        opts = self.options
+        pieces = []  # row ranges to read, one per row group from the resume point on
+        for p in planned:
+            start = p.done * opts.checkpoint_rows
+            for first, rows in p.row_groups:
+                lo, hi = max(first, start), first + rows
+                if lo < hi:
+                    pieces.append({"shard": p.index, "path": str(Path(p.shard.path).resolve()), "start": lo,
+                                   "stop": hi})
+        stream = _OrderedRows(self._run_dataset(pieces, planned[0].input_schema) if pieces else iter(()))
+        try:
+            for p in planned:
+                self._feed_shard(p, stream)
+            if stream.peek() is not None:
+                raise RuntimeError("Ray returned more rows than the inputs hold")
+        finally:
+            stream.close()
+
+    def _run_dataset(self, pieces: list[dict], input_schema: pa.Schema) -> Iterator[pa.Table]:
+        import ray
+        import ray.data
+
+        opts, ropts = self.options, self.ray_options
+        res = ray.cluster_resources()
+        plan = plan_workers(res.get("CPU", 0), res.get("GPU", 0), opts.device, ropts.workers, opts.threads)
+        batch_rows = ropts.batch_rows or opts.sort_window
+        ctx = ray.data.DataContext.get_current()
+        saved = (ctx.execution_options.preserve_order, ctx.enable_progress_bars)
+        ctx.execution_options.preserve_order = True  # rows come back in input order: the driver streams them
+        ctx.enable_progress_bars = False  # library code does not print; the CLI shows its own bars
+        try:
+            ds = ray.data.from_items(pieces, override_num_blocks=len(pieces))
+            ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="pyarrow",
+                                fn_kwargs={"columns": list(input_schema.names), "schema": input_schema,
+                                           "read_batch_rows": min(opts.read_batch_rows, batch_rows)})
+            largest = max(p["stop"] - p["start"] for p in pieces)
+            if len(pieces) < plan.workers or largest > batch_rows:
+                ds = ds.repartition(target_num_rows_per_block=batch_rows)  # no actor idles behind one big block
+            ds = score_dataset(ds, self.real_scorer.bundle, opts, batch_rows=batch_rows, plan=plan,
+                               failpoint=os.environ.get("DOCSCORE_RAY_FAILPOINT"))
+            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+                if self.stop.is_set():
+                    raise _Stop
+                yield table
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, DocscoreError):
+                raise cause from e
+            raise
+        finally:
+            ctx.execution_options.preserve_order, ctx.enable_progress_bars = saved
+
+    def _feed_shard(self, p: _Planned, stream: "_OrderedRows") -> None:
+        opts, shard = self.options, p.shard
+        self._put(self.to_write, ("start", shard, {"fp": p.fp, "rows": p.rows, "parts": p.parts, "done": p.done,
+                                                   "schema": p.schema}))
+        row = p.done * opts.checkpoint_rows
+        try:
+            for part in range(p.done, p.parts):
+                count = min(opts.checkpoint_rows, p.rows - part * opts.checkpoint_rows)
+                for table in stream.take(p.index, row, count, shard.path):
+                    scored = table.drop_columns([*_META, SLOTS_COL, CLIPPED_COL]).cast(p.schema)
+                    self._put(self.to_write, ("window", shard, (_Scored(scored, _stats(table)), None)))
+                row += count
+                self._put(self.to_write, ("part", shard, part))
+        except _ShardFailed as e:
+            stream.skip(p.index)
+            self._report(shard, p.fp, InputDataError(str(e), path=shard.path))
+            return
+        self._put(self.to_write, ("end", shard, None))
+
+
+def _stats(table: pa.Table) -> WindowStats:
+    errors = table.num_rows - table.column("error").null_count
+    return WindowStats(rows=table.num_rows, errors=errors,
+                       sequences=int(pa.compute.sum(table.column("num_chunks")).as_py() or 0),
+                       tokens=int(pa.compute.sum(table.column("num_tokens")).as_py() or 0),
+                       slots=int(pa.compute.sum(table.column(SLOTS_COL)).as_py() or 0),
+                       clipped=int(pa.compute.sum(table.column(CLIPPED_COL)).as_py() or 0))
+
+
+class _OrderedRows:
+    """Scored tables from Ray, handed out shard by shard in exact row counts, with the order checked."""
+
+    def __init__(self, tables: Iterator[pa.Table]):
+        self._tables = tables
+        self._pending: pa.Table | None = None
+
+    def close(self) -> None:
+        close = getattr(self._tables, "close", None)
+        if close is not None:
+            close()  # stops the Ray execution if the driver gave up early
+
+    def peek(self) -> pa.Table | None:
+        while self._pending is None or self._pending.num_rows == 0:
+            self._pending = next(self._tables, None)
+            if self._pending is None:
+                return None
+        return self._pending
+
+    def _split(self, n: int) -> pa.Table:
+        head, self._pending = self._pending.slice(0, n), self._pending.slice(n)
+        return head
+
+    def _shard_run(self, table: pa.Table, shard: int) -> int:
+        """Leading rows of ``table`` that belong to ``shard``."""
+        shards = table.column(SHARD_COL).to_numpy()
+        other = np.flatnonzero(shards != shard)
+        return int(other[0]) if len(other) else table.num_rows
+
+    def take(self, shard: int, first_row: int, n: int, path) -> Iterator[pa.Table]:
+        expected = first_row
+        while n > 0:
+            table = self.peek()
+            if table is None:
+                raise RuntimeError(f"Ray returned {expected - first_row} rows of {path} where {n} more were due")
+            run = min(self._shard_run(table, shard), n)
+            if run == 0:
+                raise RuntimeError(f"Ray returned rows of shard {table.column(SHARD_COL)[0]} while rows "
+                                   f"{expected}.. of {path} were due (order not preserved)")
+            head = self._split(run)
+            bad = head.column(READ_ERROR_COL).drop_null()
+            if len(bad):
+                raise _ShardFailed(bad[0].as_py())
+            rows = head.column(ROW_COL).to_numpy()
+            if not np.array_equal(rows, np.arange(expected, expected + run)):
+                raise RuntimeError(f"Ray returned rows {rows[0]}..{rows[-1]} of {path} where {expected}.. were due")
+            expected += run
+            n -= run
+            yield head
+
+    def skip(self, shard: int) -> None:
+        """Drop the remaining rows of a shard that failed to read."""
+        while (table := self.peek()) is not None and table.column(SHARD_COL)[0].as_py() == shard:
+            self._split(self._shard_run(table, shard))

@@ -1,0 +1,216 @@
+"""The Ray engine: same outputs and manifest as local mode, resume after failures, resource sizing, clear errors.
+
+One local Ray instance (2 CPUs) serves the whole module; the tests that start Ray-less subprocesses never touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from batch_data import make_table
+from test_runner import assert_same_rows
+
+from docscore.batch import ScoreOptions, Scorer, score_files
+from docscore.batch.ray_engine import (RayOptions, plan_workers, ray_connection, score_dataset,
+                                       score_files_ray)
+from docscore.batch.state import RUN_MANIFEST, SUCCESS
+from docscore.errors import ConfigError, DeviceError
+
+pytestmark = pytest.mark.slow
+
+OUTPUTS = ("a.parquet", "2024/b.parquet", "2024/c.parquet", "2024/empty.parquet", "ints.parquet")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A private local Ray instance with 2 CPUs, its session files in a short temporary directory."""
+    tmp = tempfile.mkdtemp(prefix="dsray-")
+    with ray_connection(RayOptions(num_cpus=2, tmp_dir=tmp)) as ray:
+        assert ray.cluster_resources()["CPU"] == 2
+        assert os.listdir(tmp), "Ray's session files belong under --ray-tmp-dir"
+        yield ray
+    assert not ray.is_initialized()
+
+
+@pytest.fixture
+def bad_archive(tmp_path):
+    """Four readable shards with bad rows (null, empty, whitespace-only and non-string texts; one file of one row
+    group, one of several, an empty one) and a corrupt one."""
+    root = tmp_path / "archive"
+    (root / "2024").mkdir(parents=True)
+    a = make_table(30, seed=1, start_id=0)
+    texts = a.column("text").to_pylist()
+    texts[3], texts[10], texts[11], texts[29] = None, "", "   \n\t", None
+    pq.write_table(a.set_column(1, "text", pa.array(texts, pa.string())), root / "a.parquet")
+    pq.write_table(make_table(45, seed=2, start_id=100), root / "2024" / "b.parquet", row_group_size=10)
+    pq.write_table(make_table(25, seed=3, start_id=200), root / "2024" / "c.parquet")
+    pq.write_table(make_table(0), root / "2024" / "empty.parquet")
+    pq.write_table(pa.table({"doc_id": pa.array([300, 301], pa.int64()), "text": [7, None],
+                             "source": ["x", "y"]}), root / "ints.parquet")  # another schema: its own dataset
+    (root / "broken.parquet").write_bytes(b"PAR1 this is not parquet")
+    return root
+
+
+@pytest.fixture
+def ray_opts() -> ScoreOptions:
+    """Small windows and parts, so several actor calls, sort windows and committed parts occur."""
+    return ScoreOptions(id_column="doc_id", passthrough=("source",), threads=1, sort_window=8, token_budget=512,
+                        checkpoint_rows=12)
+
+
+def assert_same_run(out_a, out_b, rels=OUTPUTS) -> None:
+    """Same outputs (rows, order, labels, scores to fp32 tolerance, errors) and the same manifest entries."""
+    for rel in rels:
+        assert_same_rows(pq.read_table(out_a / rel), pq.read_table(out_b / rel))
+    man_a, man_b = (json.loads((o / RUN_MANIFEST).read_text()) for o in (out_a, out_b))
+    assert man_a["bundle"] == man_b["bundle"] and man_a["options"] == man_b["options"]
+    assert man_a["shards"] == man_b["shards"]
+    assert (out_a / SUCCESS).exists() == (out_b / SUCCESS).exists()
+    assert sorted(p.relative_to(out_a).as_posix() for p in out_a.rglob("*") if p.is_file()) == \
+        sorted(p.relative_to(out_b).as_posix() for p in out_b.rglob("*") if p.is_file())
+
+
+def test_ray_run_equals_local_run(ray_cluster, bad_archive, bundle, ray_opts, tmp_path):
+    local = score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
+    summary = score_files_ray([bad_archive], bundle, tmp_path / "ray", ray_opts)
+    assert_same_run(tmp_path / "local", tmp_path / "ray")
+    for key in ("rows", "errors", "files", "files_failed", "sequences", "tokens", "variant", "bundle_sha256"):
+        assert getattr(summary, key) == getattr(local, key), key
+    assert summary.failed == local.failed and "broken.parquet" in summary.failed[0]["path"]
+    assert not summary.ok and not (tmp_path / "ray" / SUCCESS).exists()
+    assert 0 < summary.pad_fraction < 0.5
+    a = pq.read_table(tmp_path / "ray" / "a.parquet")
+    assert a.column("doc_id").to_pylist() == list(range(30))
+    errors = a.column("error").to_pylist()
+    assert [i for i, e in enumerate(errors) if e] == [3, 10, 11, 29]
+    assert a.column("label").null_count == 4 and a.column("score").null_count == 4
+    ints = pq.read_table(tmp_path / "ray" / "ints.parquet")
+    assert ints.column("error").to_pylist()[0].startswith("non-string text")
+    assert pq.read_table(tmp_path / "ray" / "2024" / "empty.parquet").num_rows == 0
+
+
+def test_crashed_actor_is_retried_and_no_row_is_lost(ray_cluster, bad_archive, bundle, ray_opts, tmp_path,
+                                                      monkeypatch):
+    (bad_archive / "broken.parquet").unlink()
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"crash:{marker}")
+    summary = score_files_ray([bad_archive], bundle, tmp_path / "ray", ray_opts)
+    assert marker.exists(), "the failpoint must have killed an actor"
+    assert summary.ok and (tmp_path / "ray" / SUCCESS).exists()
+    monkeypatch.delenv("DOCSCORE_RAY_FAILPOINT")
+    score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
+    assert_same_run(tmp_path / "local", tmp_path / "ray")
+
+
+def test_rerun_after_a_failed_run_gives_one_copy_of_every_row(ray_cluster, bad_archive, bundle, ray_opts,
+                                                               tmp_path, monkeypatch):
+    (bad_archive / "broken.parquet").unlink()
+    out = tmp_path / "ray"
+    marker = tmp_path / "raised"
+    monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"raise:{marker}")
+    with pytest.raises(Exception, match="docscore failpoint"):
+        score_files_ray([bad_archive], bundle, out, ray_opts)
+    manifest = json.loads((out / RUN_MANIFEST).read_text())
+    assert not (out / SUCCESS).exists()
+    assert any(s["status"] != "done" for s in manifest["shards"].values()) or len(manifest["shards"]) < 4
+    monkeypatch.delenv("DOCSCORE_RAY_FAILPOINT")
+    summary = score_files_ray([bad_archive], bundle, out, ray_opts)
+    assert summary.ok and (out / SUCCESS).exists()
+    assert not list(out.rglob("*.tmp")) and not (out / "_parts").exists()
+    score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
+    assert_same_run(tmp_path / "local", out)
+
+
+def test_driver_killed_mid_run_then_rerun_gives_one_copy_of_every_row(ray_cluster, bad_archive, bundle, ray_opts,
+                                                                      tmp_path):
+    """A driver joining the module's instance by address is SIGKILLed after its second committed part."""
+    (bad_archive / "broken.parquet").unlink()
+    out = tmp_path / "ray"
+    address = ray_cluster.get_runtime_context().gcs_address
+    cmd = [sys.executable, "-m", "docscore", "score", str(bad_archive), "--model", str(bundle), "--output", str(out),
+           "--id-column", "doc_id", "--passthrough", "source", "--threads", "1", "--sort-window", "8",
+           "--token-budget", "512", "--checkpoint-rows", "12", "--engine", "ray", "--ray-address", address]
+    env = {**os.environ, "DOCSCORE_FAILPOINT": "part_committed:2"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (out / SUCCESS).exists() and list((out / "_parts").rglob("part-*.parquet"))
+    summary = score_files_ray([bad_archive], bundle, out, ray_opts)
+    assert summary.ok and summary.files >= 1
+    score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
+    assert_same_run(tmp_path / "local", out)
+
+
+def test_score_dataset_keeps_rows_and_order(ray_cluster, bundle, ray_opts):
+    import ray.data
+
+    table = make_table(40, seed=5).select(["doc_id", "text", "source"])
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True
+    try:
+        ds = score_dataset(ray.data.from_arrow(table).repartition(1), bundle, ray_opts, batch_rows=16)
+        got = pa.concat_tables(list(ds.iter_batches(batch_size=None, batch_format="pyarrow")))
+    finally:
+        ctx.execution_options.preserve_order = False
+    want = Scorer(bundle, ray_opts)(table)
+    assert_same_rows(got.select(want.column_names), want)
+    assert got.column("doc_id").to_pylist() == list(range(40))
+
+
+def test_dead_address_fails_fast_with_a_clear_message(bundle, archive, tmp_path, capsys):
+    from docscore.cli import main
+
+    t0 = time.perf_counter()
+    with pytest.raises(DeviceError, match=r"cannot reach a Ray cluster at 127\.0\.0\.1:1"):
+        score_files_ray([archive], bundle, tmp_path / "out", address="127.0.0.1:1", connect_timeout_s=5)
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", str(tmp_path / "out"), "--engine", "ray",
+               "--ray-address", "127.0.0.1:1"])
+    assert rc != 0 and "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert time.perf_counter() - t0 < 20
+    assert not (tmp_path / "out").exists(), "nothing is written before Ray answers"
+
+
+_NO_RAY = """
+import os, sys
+sys.modules["ray"] = None  # as if Ray were not installed
+from docscore.cli import main
+out = os.environ["OUT"]
+rc_local = main(sys.argv[1:] + ["--output", out + "-local"])
+assert rc_local == 0, rc_local
+assert "ray" not in {m.split(".")[0] for m in sys.modules if sys.modules[m] is not None}, "local mode imported ray"
+sys.exit(main(sys.argv[1:] + ["--output", out + "-ray", "--engine", "ray"]))
+"""
+
+
+def test_without_ray_local_works_and_ray_engine_says_how_to_install(bundle, archive, tmp_path):
+    proc = subprocess.run([sys.executable, "-c", _NO_RAY, "score", str(archive), "--model", str(bundle),
+                           "--threads", "1", "--no-progress"], env={**os.environ, "OUT": str(tmp_path / "out")},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode not in (0, 1), proc.stderr[-2000:]  # 1 would be "files failed": this is a set-up error
+    assert "pip install 'docscore[ray]'" in proc.stderr
+    assert (tmp_path / "out-local" / SUCCESS).exists() and not (tmp_path / "out-ray").exists()
+
+
+def test_actors_leave_a_cpu_for_reads():
+    two = plan_workers(2, 0, "cpu")
+    assert (two.workers, two.actor_cpus, two.threads, two.calls_per_actor) == (2, 0.5, 1, 1)
+    assert two.workers * two.actor_cpus <= 2 - 1
+    big = plan_workers(16, 0, "cpu", workers=4)
+    assert (big.actor_cpus, big.threads) == (3.0, 3)
+    assert plan_workers(16, 0, "cpu", workers=4, threads=1).threads == 1
+    gpu = plan_workers(8, 2, "cuda")
+    assert (gpu.workers, gpu.actor_gpus, gpu.calls_per_actor) == (2, 1.0, 2) and gpu.workers * gpu.actor_cpus <= 7
+    with pytest.raises(DeviceError, match="no GPU"):
+        plan_workers(8, 0, "cuda")
+    with pytest.raises(ConfigError, match="at least 2"):
+        plan_workers(1, 0, "cpu")
+    with pytest.raises(ConfigError, match="characters"):
+        RayOptions(tmp_dir="/tmp/" + "x" * 60)
+    assert RayOptions().local and RayOptions(address="local").local and not RayOptions(address="auto").local
