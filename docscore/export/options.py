@@ -5,7 +5,6 @@ Torch-free: the CLI parses its flags into :class:`ExportOptions` and the Python 
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
