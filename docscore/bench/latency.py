@@ -87,7 +87,7 @@ def time_calls(fn: Callable[[], object], opts: LatencyOptions) -> list[float]:
 
 def body_dims(bundle, checkpoint: str | None) -> tuple[int, int] | None:
     """(hidden size, layers) for the attention FLOPs, from the bundle manifest or the checkpoint config."""
-    body = bundle.manifest.get("body") or bundle.manifest.get("export", {}).get("body") or {}
+    body = bundle.manifest.get("export", {}).get("body") or {}
     if not body and checkpoint:
         import json
 

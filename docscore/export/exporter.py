@@ -69,6 +69,11 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+# Body sizes kept in the manifest for benchmarks' FLOP counts (the scorer does not need them).
+BODY_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "dim",
+              "n_layers", "n_heads", "hidden_dim")
+
+
 def _max_positions(body_config) -> int | None:
     n = getattr(body_config, "max_position_embeddings", None)
     # RoBERTa-style bodies offset positions by padding_idx + 1.
@@ -217,6 +222,8 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
                 "external_data": bool(external),
                 "io": exported["io"],
                 "versions": versions(),
+                "body": {k: ckpt_config["body_config"].get(k) for k in BODY_FACTS
+                         if ckpt_config["body_config"].get(k) is not None},
                 "checkpoint": {"path": str(Path(checkpoint_dir).absolute()),
                                "weights_sha256": sha256_file(Path(checkpoint_dir) / "model.safetensors")},
                 "gate": {"policy": GATE_POLICY, "data": source, "texts": len(texts)},
