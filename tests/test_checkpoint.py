@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from conftest import ARCHITECTURES
+from tinymodels import ARCHITECTURES
 from docscore.checkpoint import load_checkpoint, save_checkpoint
 from docscore.errors import CheckpointError
 

@@ -5,7 +5,7 @@ import logging
 import pytest
 import torch
 
-from conftest import ARCHITECTURES, build_tiny_model, tiny_body_config
+from tinymodels import ARCHITECTURES, build_tiny_model, tiny_body_config
 from docscore.errors import ConfigError
 from docscore.model import DocClassifier, mean_pool
 from docscore.spec import HeadConfig

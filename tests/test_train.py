@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file
 
-from conftest import SAMPLES, tiny_body_config
+from tinymodels import SAMPLES, tiny_body_config
 from docscore.cli import main
 from docscore.errors import InputDataError
 from docscore.train import TrainingArguments, train

@@ -22,7 +22,7 @@ def minilm_checkpoint(tmp_path_factory, minilm_dir, hf_tokenizer):
     import pyarrow.csv as pcsv
     import torch
 
-    from conftest import SAMPLES
+    from tinymodels import SAMPLES
     from docscore.checkpoint import save_checkpoint
     from docscore.model import DocClassifier, mean_pool
     from docscore.spec import HeadConfig, ModelSpec

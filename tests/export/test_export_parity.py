@@ -97,7 +97,7 @@ def test_reference_catches_a_tokenizer_with_fixed_padding(minilm_dir, hf_tokeniz
     """The MiniLM package's own tokenizer.json pads every text to 128: the gate must notice, not score it."""
     from tokenizers import Tokenizer
 
-    from conftest import build_tiny_model
+    from tinymodels import build_tiny_model
 
     model = build_tiny_model("bert")
     texts = ["short text", "another one, a little longer than the first", "ok"]
@@ -113,7 +113,7 @@ def test_reference_catches_a_tokenizer_with_fixed_padding(minilm_dir, hf_tokeniz
 def test_sweep_covers_untraced_shapes(hf_tokenizer):
     from tokenizers import Tokenizer
 
-    from conftest import build_tiny_model
+    from tinymodels import build_tiny_model
 
     model = build_tiny_model("bert")
     tok = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
