@@ -214,3 +214,30 @@ def test_actors_leave_a_cpu_for_reads():
     with pytest.raises(ConfigError, match="characters"):
         RayOptions(tmp_dir="/tmp/" + "x" * 60)
     assert RayOptions().local and RayOptions(address="local").local and not RayOptions(address="auto").local
+
+
+def test_rows_finishing_out_of_order_are_put_back_in_order_and_read_errors_fail_their_shard(tmp_path):
+    """Ray returns blocks as they finish; the driver reorders them by (shard, row) and stops a shard at the row
+    its read failed at, while the other shards go on."""
+    from docscore.batch.ray_engine import READ_ERROR_COL, ROW_COL, SHARD_COL, _OrderedRows, _read_pieces, _ShardFailed
+
+    pq.write_table(make_table(30, seed=1), tmp_path / "a.parquet", row_group_size=7)
+    schema = pa.schema([pa.field("doc_id", pa.int64()), pa.field("text", pa.string())])
+    pieces = pa.table({"shard": [0, 0, 1, 0], "path": [str(tmp_path / "a.parquet")] * 2 + [str(tmp_path / "gone"),
+                                                                                          str(tmp_path / "a.parquet")],
+                       "start": [0, 7, 0, 14], "stop": [7, 14, 5, 30]})
+    tables = []
+    for i in range(pieces.num_rows):
+        tables += list(_read_pieces(pieces.slice(i, 1), ["doc_id", "text"], schema, read_batch_rows=4))
+    gone = [t for t in tables if t.column(SHARD_COL)[0].as_py() == 1]
+    assert len(gone) == 1 and "cannot read rows 0..5" in gone[0].column(READ_ERROR_COL)[0].as_py()
+    mixed = pa.concat_tables(tables[::-1])  # every block reversed, and shards interleaved in one table
+    stream = _OrderedRows(iter([mixed.slice(0, 9), mixed.slice(9)]))
+    got = pa.concat_tables(stream.take(0, 0, 12, "a")).column("doc_id").to_pylist()
+    got += pa.concat_tables(stream.take(0, 12, 18, "a")).column("doc_id").to_pylist()
+    assert got == list(range(30))
+    with pytest.raises(_ShardFailed, match="cannot read"):
+        list(stream.take(1, 0, 5, "gone"))
+    stream.skip(1)
+    stream.finish()  # nothing left over
+    assert pa.concat_tables(tables).column(ROW_COL).to_pylist()[:7] == list(range(7))
