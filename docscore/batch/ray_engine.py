@@ -5,11 +5,11 @@ Two entry points:
 - :func:`score_dataset`: a ``ray.data.Dataset`` in, a scored one out, for users composing their own pipelines.
 - :func:`score_files_ray`: what ``docscore score --engine ray`` runs. Ray scores, docscore keeps the file commit
   protocol: the driver plans the shards, Ray reads them (row groups, tagged with shard and row number), repartitions
-  them into batches, and scores them on a pool of actors; the driver puts the scored rows back in input order (each
-  row carries its shard and row number) and hands them to the local runner's writer, which commits parts, outputs, the run manifest and ``_SUCCESS`` exactly as
-  :func:`~docscore.batch.runner.score_files` does. So the output layout and manifest are the same, a run can move
-  between engines, and a rerun after any failure gives one copy of every row. Ray's ``write_parquet`` is never used:
-  it appends to the directory and is not atomic.
+  them into batches, and scores them on a pool of actors; the driver puts the scored rows back in input order
+  (each row carries its shard and row number) and hands them to the local runner's writer, which commits parts,
+  outputs, the run manifest and ``_SUCCESS`` exactly as :func:`~docscore.batch.runner.score_files` does. So the
+  output layout and manifest are the same, a run can move between engines, and a rerun after any failure gives one
+  copy of every row. Ray's ``write_parquet`` is never used: it appends to the directory and is not atomic.
 
 Resource rules, each learnt from a hang or a silent slowdown with ray 2.60:
 
@@ -46,8 +46,7 @@ import pyarrow.parquet as pq
 
 from docscore.batch.inputs import Shard, discover
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import (_DONE, Progress, RunSummary, _committed_parts, _fail, _Pipeline, _plan, _RowStream,
-                                   _Stop)
+from docscore.batch.runner import _DONE, Progress, RunSummary, _committed_parts, _Pipeline, _plan, _RowStream, _Stop
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import PARTS_DIR, SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.bundle import Bundle, load_bundle
@@ -420,16 +419,19 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
         if shard not in todo:
             progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
                                else "failed")
-    ray_data_log = logging.getLogger("ray.data")
-    saved_level = ray_data_log.level
+    quiet = {"ray.data": logging.WARNING,  # Ray Data logs every execution at INFO: shown only with -v
+             "ray.data._internal.progress": logging.ERROR}  # "progress bars disabled": the CLI draws its own
+    saved = {name: logging.getLogger(name).level for name in quiet}
     if not log.isEnabledFor(logging.INFO):
-        ray_data_log.setLevel(logging.WARNING)  # Ray Data logs every execution at INFO: only with -v
+        for name, level in quiet.items():
+            logging.getLogger(name).setLevel(level)
     try:
         if todo:
             with ray_connection(ray_options):
                 _RayPipeline(scorer, state, options, progress, summary, ray_options).run(todo)
     finally:
-        ray_data_log.setLevel(saved_level)
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
         state.compact()
         summary.wall_s = time.perf_counter() - t0
         write_json_atomic(out / SUMMARY, summary.to_dict())
