@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The full benchmark behind the README table: PyTorch eager vs fp32 vs optimized vs int8 on the demo model
+# (run scripts/demo.sh first), exported at 256 tokens. Results in benchmarks/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+DS=.venv/bin/docscore
+CKPT=runs/demo/checkpoint
+B=runs/bench/bundle-256
+RES=benchmarks/results
+[ -d "$B" ] || $DS export-onnx "$CKPT" --output "$B" --optimize --quantize int8 --max-length 256
+$DS bench latency --model "$B" --checkpoint "$CKPT" --batches 1,8,32 --seqs 32,128,256 --out "$RES"
+$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 1000 --out "$RES/long"
+$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate mixed --rows 2000 --out "$RES/mixed"
+$DS bench throughput samples/archive --model "$B" --checkpoint "$CKPT" --out "$RES/samples"
