@@ -63,25 +63,30 @@ def create_session(model_path: str | os.PathLike, device: str = "cpu", threads: 
     return sess
 
 
-def encodings_to_feed(encodings, input_names, pad_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
-    """Right-pad a list of ``tokenizers.Encoding`` to one ``(B, T)`` int64 array per model input.
+def pad_feed(ids: list[list[int]], type_ids: list[list[int]], length: int, input_names, pad_id: int = 0):
+    """Right-pad token id lists into one ``(B, T)`` int64 array per model input.
 
     Args:
-        encodings: encodings without padding.
+        ids / type_ids: per sequence, its token ids and token type ids (no padding).
+        length: the padded length ``T`` (at least the longest sequence).
         input_names: the model's inputs (``token_type_ids`` only where the model has it).
         pad_id: the tokenizer's pad token id.
-        length: pad to this many tokens (default: the longest encoding).
     """
-    n = len(encodings)
-    t = length or max((len(e.ids) for e in encodings), default=1)
-    t = max(t, 1)
-    ids = np.full((n, t), pad_id, dtype=np.int64)
-    mask = np.zeros((n, t), dtype=np.int64)
-    types = np.zeros((n, t), dtype=np.int64)
-    for i, e in enumerate(encodings):
-        k = len(e.ids)
-        ids[i, :k] = e.ids
-        mask[i, :k] = 1
-        types[i, :k] = e.type_ids
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    n = len(ids)
+    input_ids = np.full((n, length), pad_id, dtype=np.int64)  # (B, T)
+    mask = np.zeros((n, length), dtype=np.int64)  # (B, T), 1 = real token
+    types = np.zeros((n, length), dtype=np.int64) if "token_type_ids" in input_names else None
+    for r, seq in enumerate(ids):
+        k = len(seq)
+        input_ids[r, :k] = seq
+        mask[r, :k] = 1
+        if types is not None:
+            types[r, :k] = type_ids[r]
+    arrays = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
     return {name: arrays[name] for name in input_names}
+
+
+def encodings_to_feed(encodings, input_names, pad_id: int = 0, length: int | None = None) -> dict[str, np.ndarray]:
+    """Right-pad a list of ``tokenizers.Encoding`` to ``length`` tokens (default: the longest) per model input."""
+    t = max(length or max((len(e.ids) for e in encodings), default=1), 1)
+    return pad_feed([e.ids for e in encodings], [e.type_ids for e in encodings], t, input_names, pad_id)

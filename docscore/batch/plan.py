@@ -42,19 +42,3 @@ def plan_batches(lengths: np.ndarray, token_budget: int, max_rows: int,
         batches.append(MicroBatch(order[i:i + rows], longest))
         i += rows
     return batches
-
-
-def pad_feed(ids: list[list[int]], type_ids: list[list[int]], length: int, input_names, pad_id: int):
-    """Right-pad token id lists into one ``(B, T)`` int64 array per model input."""
-    n = len(ids)
-    input_ids = np.full((n, length), pad_id, dtype=np.int64)  # (B, T)
-    mask = np.zeros((n, length), dtype=np.int64)  # (B, T), 1 = real token
-    types = np.zeros((n, length), dtype=np.int64) if "token_type_ids" in input_names else None
-    for r, seq in enumerate(ids):
-        k = len(seq)
-        input_ids[r, :k] = seq
-        mask[r, :k] = 1
-        if types is not None:
-            types[r, :k] = type_ids[r]
-    arrays = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
-    return {name: arrays[name] for name in input_names}

@@ -32,12 +32,13 @@ import pyarrow as pa
 
 from docscore.batch.engine import Engine
 from docscore.batch.options import ScoreOptions
-from docscore.batch.plan import MicroBatch, pad_feed, plan_batches
+from docscore.batch.plan import MicroBatch, plan_batches
 from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
                                      text_values, tokenizer_splits_on_spaces)
 from docscore.bundle import Bundle, load_bundle
 from docscore.errors import BundleError, ConfigError, InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
+from docscore.runtime import pad_feed
 
 log = logging.getLogger(__name__)
 
