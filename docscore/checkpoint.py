@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from docscore.errors import CheckpointError
+from docscore.files import publishable
 from docscore.spec import ModelSpec
 
 CONFIG_NAME = "config.json"
@@ -53,6 +54,7 @@ def save_checkpoint(model, tokenizer, output_dir: str | os.PathLike, spec: Model
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str) + "\n")
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
+        publishable(tmp)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)

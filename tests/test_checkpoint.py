@@ -55,3 +55,14 @@ def test_missing_or_foreign_directory(tmp_path, minilm_dir):
         load_checkpoint(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="body"):
         load_checkpoint(minilm_dir)  # a plain HF model folder is a body, not a checkpoint
+
+
+def test_checkpoint_is_readable_like_any_other_file(tiny_checkpoint_factory):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    path = tiny_checkpoint_factory("distilbert")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((path / "model.safetensors").stat().st_mode) == 0o666 & ~umask

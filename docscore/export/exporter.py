@@ -21,6 +21,7 @@ from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, 
 from docscore.errors import BundleError, ConfigError, DeviceError, ParityError
 from docscore.export.options import (DEFAULT_TOLERANCES, EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance,
                                      default_verify_data)
+from docscore.files import publishable
 from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
 from docscore.runtime import create_session
 
@@ -235,6 +236,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         }
         write_manifest(tmp, manifest)
         load_bundle(tmp)  # the bundle as a scorer will read it: hashes and all
+        publishable(tmp)
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
