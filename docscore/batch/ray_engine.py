@@ -19,6 +19,14 @@ Resource rules, each learnt from a hang or a silent slowdown with ray 2.60:
   ``batch_rows``-row blocks when they would leave actors idle.
 - ``ray.init()`` without an address joins any cluster recorded under ``/tmp/ray``; a local run passes
   ``address="local"``. A dead address is retried by Ray for minutes; it is probed first, with a timeout.
+- A run kills its actors when it ends, however it ends (done, failed, abandoned): each actor registers its handle
+  with a small per-run registry actor, and the driver kills them all (``ray.kill``) in a ``finally``. Left to Ray
+  Data, a failed run only drops its references to its actors (no ``ray.kill`` unless the consumer stops early), and
+  the exception's traceback, or a reference cycle until the next garbage collection, keeps them alive with their
+  CPUs: the next run in the same process then waited forever for its actor pool.
+- Nothing waits forever: when no block moves through the pipeline for ``RayOptions.stall_timeout_s`` (actors that
+  cannot be placed, a hung call), the run fails with :class:`RayStallError`, naming what was waiting and what Ray
+  had free.
 - Crashed actors are restarted and their calls retried (Ray Data's defaults for actor pools: ``max_restarts=-1``,
   ``max_task_retries=-1``). A bad row is a per-row ``error`` from the scorer, never a dropped block:
   ``max_errored_blocks`` is not used.
@@ -57,6 +65,7 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'docscore[ray]'"
 RESERVED_CPUS = 1.0  # kept free of actors for Ray Data's read / repartition tasks (each asks for 1 CPU)
 BATCH_ROWS = 256  # rows per block and actor call: 2048 left one of two actors idle on a 1000-row archive here
+STALL_TIMEOUT_S = 300.0  # default RayOptions.stall_timeout_s: no progress for this long fails the run
 MAX_TMP_DIR_CHARS = 40  # Ray puts Unix sockets under <tmp>/session_<date>_<pid>/sockets/: 107 bytes at most
 
 # Columns the driver adds to every row so it can check the order and route rows back to their shard.
@@ -76,6 +85,11 @@ def import_ray():
     return ray
 
 
+class RayStallError(DeviceError):
+    """No block moved through the Ray pipeline for ``RayOptions.stall_timeout_s`` (its actors or read tasks found
+    no room, or a call hung). The message names what was waiting and the resources Ray had available."""
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how wide Ray scores; the scoring itself is set by :class:`ScoreOptions`.
@@ -92,6 +106,9 @@ class RayOptions:
         batch_rows: rows per actor call and per block; ``None``: :data:`BATCH_ROWS` (or the options'
             ``sort_window`` if smaller). Small blocks keep every actor busy (a few big blocks queue behind the
             first actor to start); each call still sorts its rows by length before batching them.
+        stall_timeout_s: how long a run may wait for room for its actors, or go without any block moving through
+            the pipeline, before failing with :class:`RayStallError` (instead of waiting forever). Raise it when one
+            actor call (or loading the model in a new actor) can legitimately take longer.
     """
 
     address: str | None = None
@@ -100,6 +117,7 @@ class RayOptions:
     tmp_dir: str | None = None
     connect_timeout_s: float = 10.0
     batch_rows: int | None = None
+    stall_timeout_s: float = STALL_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -115,6 +133,8 @@ class RayOptions:
                               f"which allow 107 bytes; use a path of at most {MAX_TMP_DIR_CHARS} characters")
         if self.connect_timeout_s <= 0:
             raise ConfigError(f"connect_timeout_s must be positive, got {self.connect_timeout_s}")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError(f"stall_timeout_s must be positive, got {self.stall_timeout_s}")
 
     @property
     def local(self) -> bool:
@@ -250,10 +270,17 @@ class ScoringActor:
         bundle: the bundle directory (every node must see it at this path).
         options: the scoring options; ``threads`` is set per actor by :func:`plan_workers`.
         failpoint: fault injection for tests: ``crash:<marker>`` kills the actor process once (Ray restarts it and
-            retries the call), ``raise:<marker>`` raises once (the run fails). The marker file makes it once.
+            retries the call), ``raise:<marker>`` raises once (the run fails), ``hang:<marker>`` never returns
+            (the run stalls). The marker file makes it once.
+        registry: an :class:`_ActorRegistry` handle the actor registers itself with (see :func:`score_files_ray`).
     """
 
-    def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None):
+    def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None, registry=None):
+        if registry is not None:  # first, so that the driver can kill this actor even while it loads the model
+            import ray
+
+            ctx = ray.get_runtime_context()
+            ray.get(registry.add.remote(ctx.get_actor_id(), ctx.current_actor))
         self.scorer = Scorer(bundle, options).load()
         self.failpoint = failpoint
         self.calls = 0
@@ -291,6 +318,9 @@ class ScoringActor:
         os.close(fd)
         if kind == "crash":
             os._exit(1)
+        if kind == "hang":
+            while True:
+                time.sleep(60)
         raise RuntimeError(f"docscore failpoint {self.failpoint}")
 
 
@@ -299,7 +329,7 @@ class ScoringActor:
 
 def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions | None = None, *,
                   workers: int | None = None, batch_rows: int | None = None, plan: WorkerPlan | None = None,
-                  failpoint: str | None = None):
+                  failpoint: str | None = None, registry=None):
     """Score a ``ray.data.Dataset`` with the scorer of ``docscore score``; returns the scored (lazy) dataset.
 
     Output rows carry the columns of a local output (id / passthrough columns, ``label``, ``score``,
@@ -317,6 +347,9 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
         batch_rows: rows per actor call; ``None``: :data:`BATCH_ROWS` or ``options.sort_window`` if smaller.
         plan: a ready :class:`WorkerPlan` (overrides ``workers``); ``None`` sizes one from the cluster.
         failpoint: fault injection for tests (see :class:`ScoringActor`).
+        registry: an :class:`_ActorRegistry` actor each scoring actor registers its handle with, so that the
+            caller can ``ray.kill`` them when it is done (:func:`score_files_ray` does). Without one, Ray Data
+            kills them when iteration stops early, and otherwise only drops its references to them.
     """
     ray = import_ray()
     options = options or ScoreOptions()
@@ -336,7 +369,7 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
     return ds.map_batches(
         ScoringActor,
         fn_constructor_args=(bundle_path, actor_options),
-        fn_constructor_kwargs={"failpoint": failpoint},
+        fn_constructor_kwargs={"failpoint": failpoint, "registry": registry},
         batch_format="pyarrow",
         batch_size=batch_rows or min(BATCH_ROWS, options.sort_window),
         compute=compute,
@@ -561,6 +594,7 @@ class _RayPipeline(_Pipeline):
     def _run_dataset(self, pieces: list[dict], input_schema: pa.Schema) -> Iterator[pa.Table]:
         import ray
         import ray.data
+        from ray.data.exceptions import ExecutionTimeoutError
 
         opts, ropts = self.options, self.ray_options
         res = ray.cluster_resources()
@@ -569,6 +603,8 @@ class _RayPipeline(_Pipeline):
         ctx = ray.data.DataContext.get_current()
         saved = ctx.enable_progress_bars
         ctx.enable_progress_bars = False  # library code does not print; the CLI shows its own bars
+        registry = ray.remote(num_cpus=0)(_ActorRegistry).remote()
+        batches = None
         try:
             ds = ray.data.from_items(pieces, override_num_blocks=len(pieces))  # rows come back in any order
             ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="pyarrow",
@@ -578,8 +614,10 @@ class _RayPipeline(_Pipeline):
             if len(pieces) < plan.workers or largest > batch_rows:
                 ds = ds.repartition(target_num_rows_per_block=batch_rows)  # no actor idles behind one big block
             ds = score_dataset(ds, self.real_scorer.bundle, opts, batch_rows=batch_rows, plan=plan,
-                               failpoint=os.environ.get("DOCSCORE_RAY_FAILPOINT"))
-            for table in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
+                               failpoint=os.environ.get("DOCSCORE_RAY_FAILPOINT"), registry=registry)
+            ds.context.execution_no_progress_timeout_s = ropts.stall_timeout_s  # Ray Data's own stall guard
+            batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
+            for table in batches:
                 if self.stop.is_set():
                     raise _Stop
                 yield table
@@ -588,8 +626,19 @@ class _RayPipeline(_Pipeline):
             if isinstance(cause, DocscoreError):
                 raise cause from e
             raise
+        except ExecutionTimeoutError as e:
+            raise RayStallError(
+                f"the Ray pipeline made no progress for {ropts.stall_timeout_s:g} s: no block moved between its "
+                f"read, repartition and scoring steps. Waiting: {_running_ops(e)}. Its {plan.workers} scoring "
+                f"actor(s) ask for {plan.actor_cpus:g} CPU{f', {plan.actor_gpus:g} GPU' if plan.actor_gpus else ''} "
+                f"each, and each read task for 1 CPU; {_resources(ray)}. If other jobs hold the rest, free them or "
+                f"add nodes; if one actor call or model load can take longer, raise RayOptions.stall_timeout_s"
+            ) from e
         finally:
             ctx.enable_progress_bars = saved
+            if batches is not None:
+                batches.close()  # given up early (the writer failed, or the driver stopped): shut Ray Data down
+            _kill_actors(ray, registry)  # whatever still refers to them (a traceback, a cycle), they hold CPUs
 
     def _feed_shard(self, p: _Planned, stream: "_OrderedRows") -> None:
         opts, shard = self.options, p.shard
@@ -609,6 +658,49 @@ class _RayPipeline(_Pipeline):
             self._report(shard, p.fp, InputDataError(str(e), path=shard.path))
             return
         self._put(self.to_write, ("end", shard, None))
+
+
+def _resources(ray) -> str:
+    try:
+        free, total = ray.available_resources(), ray.cluster_resources()
+    except Exception as e:  # noqa: BLE001 - the message must still come out
+        return f"Ray's resources are unknown ({type(e).__name__}: {e})"
+    return "Ray has available (free/total): " + ", ".join(f"{k} {free.get(k, 0):g}/{total[k]:g}"
+                                                          for k in ("CPU", "GPU") if k in total)
+
+
+def _running_ops(e: Exception) -> str:
+    lines = [line.strip()[2:] for line in str(e).splitlines() if line.strip().startswith("- ")]
+    return "; ".join(lines) if lines else (str(e).splitlines() or [type(e).__name__])[0]
+
+
+class _ActorRegistry:
+    """The handles of one run's scoring actors, each registered by the actor itself as it starts (a restarted
+    actor registers again under the same id)."""
+
+    def __init__(self):
+        self.actors = {}
+
+    def add(self, actor_id: str, handle) -> None:
+        self.actors[actor_id] = handle
+
+    def handles(self) -> list:
+        return list(self.actors.values())
+
+
+def _kill_actors(ray, registry, timeout_s: float = 30.0) -> None:
+    """Kill a run's scoring actors, then the registry. Never raises: the run's own outcome is what counts."""
+    try:
+        handles = ray.get(registry.handles.remote(), timeout=timeout_s)
+    except Exception as e:  # noqa: BLE001
+        log.warning("could not list this run's Ray actors to stop them (%s: %s); they stop when this process "
+                    "drops them", type(e).__name__, e)
+        handles = []
+    for handle in [*handles, registry]:
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as e:  # noqa: BLE001 - already dead
+            log.debug("ray.kill: %s: %s", type(e).__name__, e)
 
 
 def _stats(table: pa.Table) -> WindowStats:

@@ -1,6 +1,8 @@
 """The Ray engine: same outputs and manifest as local mode, resume after failures, resource sizing, clear errors.
 
 One local Ray instance (2 CPUs) serves the whole module; the tests that start Ray-less subprocesses never touch it.
+Every test that uses it must give all of its CPUs back (checked after each test): an actor left alive by one run
+used to hang a later one.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from batch_data import make_table
 from test_runner import assert_same_rows
 
 from docscore.batch import ScoreOptions, Scorer, score_files
-from docscore.batch.ray_engine import (RayOptions, plan_workers, ray_connection, score_dataset,
+from docscore.batch.ray_engine import (RayOptions, RayStallError, plan_workers, ray_connection, score_dataset,
                                        score_files_ray)
 from docscore.batch.state import RUN_MANIFEST, SUCCESS
 from docscore.errors import ConfigError, DeviceError
@@ -38,6 +40,30 @@ def ray_cluster():
         assert os.listdir(tmp), "Ray's session files belong under --ray-tmp-dir"
         yield ray
     assert not ray.is_initialized()
+
+
+def cpus_back(ray, want: float = 2.0, timeout_s: float = 20.0) -> float:
+    """Wait until Ray has ``want`` CPUs free again (released resources show up after a moment); return the last
+    count seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources().get("CPU", 0.0)
+        if free >= want or time.monotonic() > deadline:
+            return free
+        time.sleep(0.2)
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_actors(request):
+    """After each test on the module's Ray instance, every CPU is free again: nothing the test ran (actors, tasks,
+    datasets) outlives it, so a leak fails here instead of hanging a later run."""
+    if "ray_cluster" not in request.fixturenames:
+        yield
+        return
+    ray = request.getfixturevalue("ray_cluster")
+    yield
+    free = cpus_back(ray)
+    assert free == 2, f"the test left Ray with {free:g} of 2 CPUs free: {ray.available_resources()}"
 
 
 @pytest.fixture
@@ -116,8 +142,12 @@ def test_rerun_after_a_failed_run_gives_one_copy_of_every_row(ray_cluster, bad_a
     out = tmp_path / "ray"
     marker = tmp_path / "raised"
     monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"raise:{marker}")
-    with pytest.raises(Exception, match="docscore failpoint"):
+    with pytest.raises(Exception, match="docscore failpoint") as failed:
         score_files_ray([bad_archive], bundle, out, ray_opts)
+    # The failed run's actors are gone although its exception (and traceback) is still held, as an API user or a
+    # test runner holds it: they used to live on, holding their CPUs, and the rerun waited forever for its actors.
+    assert cpus_back(ray_cluster, timeout_s=10) == 2, ray_cluster.available_resources()
+    del failed
     manifest = json.loads((out / RUN_MANIFEST).read_text())
     assert not (out / SUCCESS).exists()
     assert any(s["status"] != "done" for s in manifest["shards"].values()) or len(manifest["shards"]) < 4
@@ -146,6 +176,34 @@ def test_driver_killed_mid_run_then_rerun_gives_one_copy_of_every_row(ray_cluste
     assert summary.ok and summary.files >= 1
     score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
     assert_same_run(tmp_path / "local", out)
+
+
+def test_no_progress_fails_with_a_clear_message_instead_of_hanging(ray_cluster, archive, bundle, ray_opts,
+                                                                  tmp_path):
+    """Another job holds 1.5 of the 2 CPUs, so neither the read task nor the actors can start: the run fails after
+    stall_timeout_s, saying what waited and what Ray had free."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    hog = placement_group([{"CPU": 1.5}])
+    ray_cluster.get(hog.ready(), timeout=30)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(RayStallError, match=r"no progress for 3 s.*Waiting: MapBatches.*Ray has available "
+                                                r"\(free/total\): CPU [\d.]+/2.*stall_timeout_s"):
+            score_files_ray([archive], bundle, tmp_path / "out", ray_opts, stall_timeout_s=3)
+        assert time.perf_counter() - t0 < 30
+    finally:
+        remove_placement_group(hog)
+    assert not (tmp_path / "out" / SUCCESS).exists()
+
+
+def test_a_hung_actor_call_fails_the_run_and_the_actor_is_killed(ray_cluster, archive, bundle, ray_opts, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"hang:{tmp_path / 'hung'}")
+    with pytest.raises(RayStallError, match="no progress for 3 s"):
+        score_files_ray([archive], bundle, tmp_path / "out", ray_opts, stall_timeout_s=3)
+    assert (tmp_path / "hung").exists()
+    # no_leftover_actors checks that the hung actor was killed
 
 
 def test_score_dataset_keeps_rows_and_order(ray_cluster, bundle, ray_opts):
