@@ -6,7 +6,8 @@ rows keep their order within each partition, and bad rows get an ``error`` inste
 
     spark-submit samples/spark_recipe.py BUNDLE INPUT_PARQUET OUTPUT_DIR [--text-column text] [--id-column doc_id]
 
-Needs on every executor: ``pip install docscore`` (no torch) and the bundle at the same path (or shipped with
+Needs on every executor: ``pip install docscore`` (no torch) in the Python that Spark's workers run (set
+``PYSPARK_PYTHON`` to it, e.g. a virtualenv's ``bin/python``) and the bundle at the same path (or shipped with
 ``--files`` / ``SparkFiles``). Give each task one ORT thread (``threads=1``) and let Spark's task slots use the
 cores. Spark writes its own output (``df.write.parquet``), with Spark's commit protocol: docscore's run manifest,
 ``_SUCCESS`` of the manifest kind and resume are those of ``docscore score`` / ``--engine ray``, not of this recipe.

@@ -31,8 +31,13 @@ def load_recipe():
     return module
 
 
-def test_spark_recipe_matches_local_scores(bundle, opts, tmp_path):
+def test_spark_recipe_matches_local_scores(bundle, opts, tmp_path, monkeypatch):
+    import sys
+
     from pyspark.sql import SparkSession
+
+    # Spark's Python workers must run this interpreter (the one with docscore and pyarrow), not `python3` on PATH.
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
 
     table = make_table(40, seed=4)
     texts = table.column("text").to_pylist()
