@@ -52,12 +52,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from docscore.batch.inputs import Shard, discover
+from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import _DONE, Progress, RunSummary, _committed_parts, _Pipeline, _plan, _RowStream, _Stop
+from docscore.batch.runner import (_DONE, Progress, RunSummary, _committed_parts, _Pipeline, _RowStream, _Stop,
+                                   run_shards)
 from docscore.batch.scorer import Scorer, WindowStats
-from docscore.batch.state import PARTS_DIR, SUCCESS, SUMMARY, RunState, write_json_atomic
-from docscore.bundle import Bundle, load_bundle
+from docscore.batch.state import RunState
+from docscore.bundle import Bundle
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
 
 log = logging.getLogger(__name__)
@@ -428,54 +429,30 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
         ConfigError: Ray is not installed (the message says how to install it), or as ``score_files``.
         DeviceError: the cluster address does not answer, or CUDA is asked for and the cluster has no GPU.
     """
-    t0 = time.perf_counter()
     import_ray()  # the install hint comes before any work
     options = options or ScoreOptions()
     ray_options = replace(ray_options or RayOptions(), **ray_fields)
     if not ray_options.local:  # a dead address fails before the output directory is touched
         probe_address(resolve_address(ray_options.address), ray_options.connect_timeout_s)
     progress = progress or Progress()
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    scorer = Scorer(bundle, options)
-    if options.device == "cpu":
-        scorer.load()  # options checked here, not in every actor (a CUDA driver may have no GPU: actors check)
-    out = Path(output_dir)
-    shards = discover(inputs, exclude=out)
-    bundle_info = {"path": str(bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
-    state = RunState.open(out, bundle_info, options.fingerprint(scorer.variant), options.overwrite)
-    (out / SUCCESS).unlink(missing_ok=True)
-    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=str(out))
 
-    todo, total_rows = _plan(shards, state, options, summary)
-    progress.start(len(shards), total_rows)
-    for shard in shards:
-        if shard not in todo:
-            progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
-                               else "failed")
-    quiet = {"ray.data": logging.WARNING,  # Ray Data logs every execution at INFO: shown only with -v
-             "ray.data._internal.progress": logging.ERROR}  # "progress bars disabled": the CLI draws its own
-    saved = {name: logging.getLogger(name).level for name in quiet}
-    if not log.isEnabledFor(logging.INFO):
-        for name, level in quiet.items():
-            logging.getLogger(name).setLevel(level)
-    try:
-        if todo:
+    def execute(scorer, state, summary, todo):
+        quiet = {"ray.data": logging.WARNING,  # Ray Data logs every execution at INFO: shown only with -v
+                 "ray.data._internal.progress": logging.ERROR}  # "progress bars disabled": the CLI draws its own
+        saved = {name: logging.getLogger(name).level for name in quiet}
+        if not log.isEnabledFor(logging.INFO):
+            for name, level in quiet.items():
+                logging.getLogger(name).setLevel(level)
+        try:
             with ray_connection(ray_options):
                 _RayPipeline(scorer, state, options, progress, summary, ray_options).run(todo)
-    finally:
-        for name, level in saved.items():
-            logging.getLogger(name).setLevel(level)
-        state.compact()
-        summary.wall_s = time.perf_counter() - t0
-        write_json_atomic(out / SUMMARY, summary.to_dict())
-    if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
-        (out / SUCCESS).write_text("")
-        parts = out / PARTS_DIR
-        if parts.is_dir() and not any(p.is_file() for p in parts.rglob("*")):
-            import shutil
+        finally:
+            for name, level in saved.items():
+                logging.getLogger(name).setLevel(level)
 
-            shutil.rmtree(parts, ignore_errors=True)
-    return summary
+    # On CPU the options are checked here, once, not in every actor; a CUDA driver may have no GPU: actors check.
+    return run_shards(inputs, bundle, output_dir, options, progress, execute,
+                      load_scorer=options.device == "cpu")
 
 
 @dataclass

@@ -120,11 +120,29 @@ def score_files(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: st
         ConfigError: the output directory holds another bundle's or other options' outputs, or a finished
         input changed since it was scored (unless ``options.overwrite``).
     """
-    t0 = time.perf_counter()
     options = options or ScoreOptions()
+
+    def execute(scorer, state, summary, todo):
+        _Pipeline(scorer, state, options, progress or Progress(), summary).run(todo)
+
+    return run_shards(inputs, bundle, output_dir, options, progress, execute)
+
+
+def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str | os.PathLike,
+               options: ScoreOptions, progress: Progress | None, execute, load_scorer: bool = True) -> RunSummary:
+    """The commit protocol every engine shares: open (or resume) the run manifest, plan which shards to score,
+    let ``execute(scorer, state, summary, todo)`` score them, then write the summary and, when every shard is done,
+    ``_SUCCESS``. Local mode and the Ray engine differ only in ``execute``.
+
+    Args:
+        load_scorer: load the ONNX session here (False where only remote workers can, e.g. a CUDA cluster).
+    """
+    t0 = time.perf_counter()
     progress = progress or Progress()
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    scorer = Scorer(bundle, options).load()
+    scorer = Scorer(bundle, options)
+    if load_scorer:
+        scorer.load()
     out = Path(output_dir)
     shards = discover(inputs, exclude=out)
     bundle_info = {"path": str(bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
@@ -139,7 +157,8 @@ def score_files(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: st
             progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
                                else "failed")
     try:
-        _Pipeline(scorer, state, options, progress, summary).run(todo)
+        if todo:
+            execute(scorer, state, summary, todo)
     finally:
         state.compact()
         summary.wall_s = time.perf_counter() - t0

@@ -129,7 +129,7 @@ def run_latency(opts: LatencyOptions, progress: Callable[[str], None] | None = N
                 for t in seqs:
                     feed = make_feed(tok, spec.input_names, b, t, bundle.pad_id)
                     add("onnx", variant, device, b, t, time_calls(lambda: sess.run(None, feed), opts))
-            del sess
+            sess = None  # free this variant before the next one loads
         if opts.checkpoint:
             import torch
 
