@@ -30,7 +30,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from docscore.batch.engine import Engine
+from docscore.batch.engine import open_engine
 from docscore.batch.options import ScoreOptions
 from docscore.batch.plan import MicroBatch, plan_batches
 from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
@@ -75,22 +75,23 @@ class Prepared:
     stats: WindowStats = field(default_factory=WindowStats)
 
 
-def resolve_variant(bundle: Bundle, device: str, requested: str | None) -> str:
-    """The variant to run: the one asked for (it must exist), else the fastest verified one for the device."""
+def resolve_variant(bundle: Bundle, device: str, requested: str | None, threads: int | None = None) -> str:
+    """The variant to run: the one asked for (it must exist), else the fastest usable one measured on this CPU
+    (:mod:`docscore.batch.choose`)."""
     if requested:
         bundle.variant_path(requested)  # raises BundleError naming the variants held
-        if not bundle.variants[requested].get("verified"):
-            note = bundle.variants[requested].get("note", "")
+        entry = bundle.variants[requested]
+        if not entry.get("verified"):
+            note = entry.get("note", "")
             log.warning("variant %s did not pass the parity gate at export %s; scoring with it anyway",
                         requested, f"({note})" if note else "")
+        if entry.get("batch_dependent"):
+            log.warning("variant %s is batch-dependent: a row's scores change with the rows it is batched with, the "
+                        "token budget and the file layout (exported with --allow-batch-dependent)", requested)
         return requested
-    order = ("fp16", "optimized", "fp32") if device == "cuda" else ("int8", "optimized", "fp32")
-    for name in order:
-        if bundle.variants.get(name, {}).get("verified"):
-            return name
-    if "fp32" in bundle.variants:
-        return "fp32"
-    raise BundleError(f"bundle {bundle.path} holds no usable variant: {', '.join(bundle.variants) or 'none'}")
+    from docscore.batch.choose import choose_variant
+
+    return choose_variant(bundle, device, threads)
 
 
 class Scorer:
@@ -106,8 +107,9 @@ class Scorer:
         self._bundle = bundle if isinstance(bundle, Bundle) else None
         self.bundle_path = Path(bundle.path if isinstance(bundle, Bundle) else bundle)
         self.options = options or ScoreOptions()
-        self._engine: Engine | None = None
+        self._engine = None
         self._tokenizer = None
+        self._variant: str | None = None
 
     def __getstate__(self) -> dict:
         return {"bundle_path": str(self.bundle_path), "options": self.options}
@@ -129,7 +131,10 @@ class Scorer:
 
     @property
     def variant(self) -> str:
-        return resolve_variant(self.bundle, self.options.device, self.options.variant)
+        if self._variant is None:
+            self._variant = resolve_variant(self.bundle, self.options.device, self.options.variant,
+                                            self.options.threads)
+        return self._variant
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -155,8 +160,11 @@ class Scorer:
             self._clip_budget = opts.clip_chars_per_token * spec.max_length
         self._check_output_names()
         variant = self.variant
-        self._engine = Engine(self.bundle.variant_path(variant), device=opts.device, threads=opts.threads,
-                              io_binding=opts.io_binding, arena=opts.arena, output_name=spec.output_name)
+        entry = self.bundle.variants[variant]
+        self._engine = open_engine(self.bundle.variant_path(variant), runtime=entry.get("runtime", "onnxruntime"),
+                                   precision=entry.get("precision", "f32"), device=opts.device,
+                                   threads=opts.threads, io_binding=opts.io_binding, arena=opts.arena,
+                                   output_name=spec.output_name)
         self._tokenizer = tok
         log.info("scoring with variant %s of %s (%s, max_length %d)", variant, self.bundle_path,
                  spec.head.problem_type, spec.max_length)
@@ -244,7 +252,7 @@ class Scorer:
                 type_ids.append(piece.type_ids)
                 seq_row.append(i)
         seq_len = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-        batches = plan_batches(seq_len, opts.token_budget, opts.max_batch_rows)
+        batches = plan_batches(seq_len, opts.token_budget, opts.max_batch_rows, spec.max_length)
         feeds = [pad_feed([ids[j] for j in mb.index], [type_ids[j] for j in mb.index], mb.length,
                           spec.input_names, self.bundle.pad_id) for mb in batches]
         stats = WindowStats(rows=table.num_rows, errors=sum(e is not None for e in errors), sequences=len(ids),

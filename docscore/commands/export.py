@@ -25,8 +25,16 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
                    help="the body's attention implementation while exporting")
     p.add_argument("--optimize", action="store_true", help="add the ONNX Runtime transformer-fused variant")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="add a dynamic per-channel int8 variant, judged on label agreement")
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
+                   help="int8: static int8 (NNCF, calibrated on the verify texts, run by OpenVINO; batch-invariant). "
+                   "int8-dynamic: ONNX Runtime dynamic int8, batch-dependent, so refused by the invariance "
+                   "check unless --allow-batch-dependent")
+    p.add_argument("--bf16", action="store_true",
+                   help="add the bf16 variant: model.onnx run by OpenVINO at bf16 precision (CPUs with "
+                   "AVX512_BF16 or AMX)")
+    p.add_argument("--allow-batch-dependent", action="store_true",
+                   help="write a variant that fails the invariance check anyway, marked batch_dependent (score "
+                   "warns and never picks it by default)")
     p.add_argument("--fp16", action="store_true",
                    help="add an fp16 variant for CUDA (verified only where CUDA is available)")
     p.add_argument("--verify-data", default=None,
@@ -56,7 +64,8 @@ def _options(args):
         optimize=args.optimize, quantize=args.quantize, fp16=args.fp16, verify_data=args.verify_data,
         text_column=args.text_column, verify_rows=args.verify_rows,
         tolerances=parse_tolerance_overrides(args.tolerance), max_length=args.max_length,
-        external_data=args.external_data, threads=args.threads,
+        external_data=args.external_data, threads=args.threads, bf16=args.bf16,
+        allow_batch_dependent=args.allow_batch_dependent,
     )
 
 

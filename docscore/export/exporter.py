@@ -22,8 +22,12 @@ from docscore.errors import BundleError, ConfigError, DeviceError, ParityError
 from docscore.export.options import (DEFAULT_TOLERANCES, EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance,
                                      default_verify_data)
 from docscore.files import publishable
+from docscore import runtime_openvino
+from docscore.batch.choose import SPEED_BATCH, cpu_signature, measure
+from docscore.batch.plan import padded_length
+from docscore.export.invariance import check_invariance
 from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
-from docscore.runtime import create_session
+from docscore.runtime import encodings_to_feed
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +87,14 @@ def _max_positions(body_config) -> int | None:
     return n
 
 
-def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu") -> dict:
+def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu",
+          runtime: str = "onnxruntime", precision: str = "f32") -> dict:
+    from docscore.batch.engine import open_engine
+
     t = time.perf_counter()
-    report = check_variant(create_session(path, device=device, threads=threads), reference, tol, spec.output_name)
+    engine = open_engine(path, runtime=runtime, precision=precision, device=device, threads=threads,
+                         output_name=spec.output_name)
+    report = check_variant(engine, reference, tol)
     report["device"] = device
     report["seconds"] = round(time.perf_counter() - t, 3)
     log.info("parity %s: %s -> %s", name, summarize(report), "pass" if report["passed"] else "FAIL")
@@ -101,6 +110,7 @@ def _cuda_available() -> bool:
 def _variant_entry(name: str, files: list[str], bundle_dir: Path, **extra) -> dict:
     from docscore.export.variants import DTYPES
 
+    # bf16 shares model.onnx with fp32: its size is that file's, not extra bytes in the bundle
     entry = {"file": files[0], "dtype": DTYPES[name], "size_bytes": sum((bundle_dir / f).stat().st_size for f in files)}
     if len(files) > 1:
         entry["external_data"] = files[1:]
@@ -167,12 +177,37 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
 
         entries: dict[str, dict] = {}
         failed: dict[str, list[str]] = {}
+        native_bf16 = runtime_openvino.native_bf16()
+        if "bf16" in options.variants and not native_bf16:
+            raise ConfigError("--bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) and OpenVINO installed to "
+                              "verify it; this host has neither or not both")
+
+        def in_progress() -> Bundle:
+            return Bundle(tmp, {"spec": spec.to_dict(), "tokenizer": tok_info, "variants": entries})
 
         def gate(name: str, files: list[str], device: str = "cpu", **extra) -> None:
-            report = _gate(name, tmp / files[0], reference, options.tolerance(name), spec, options.threads, device)
-            entries[name] = _variant_entry(name, files, tmp, verified=report["passed"], parity=report, **extra)
+            rt = variants.runtime_of(name, native_bf16) if device == "cpu" else {"runtime": "onnxruntime",
+                                                                                 "precision": "f16"}
+            t = time.perf_counter()
+            report = _gate(name, tmp / files[0], reference, options.tolerance(name), spec, options.threads, device,
+                           **rt)
+            entries[name] = _variant_entry(name, files, tmp, **rt, verified=report["passed"], parity=report,
+                                           **extra)
             if not report["passed"]:
                 failed[name] = report["failures"]
+            elif device == "cpu":
+                inv = check_invariance(in_progress(), name, texts, threads=options.threads,
+                                       limit=options.invariance_rows, long_text=reference.long_text)
+                entries[name]["invariance"] = inv
+                if not inv["passed"]:
+                    if options.allow_batch_dependent:
+                        entries[name]["batch_dependent"] = True
+                        log.warning("variant %s is batch-dependent (%s); kept because of --allow-batch-dependent",
+                                    name, "; ".join(inv["failures"]))
+                    else:
+                        failed[name] = inv["failures"] + [
+                            "a batch-dependent variant is written only with --allow-batch-dependent"]
+            timings[f"gate_{name}_s"] = round(time.perf_counter() - t, 3)
 
         gate("fp32", exported["files"], exporter=options.exporter)
         source_path = fp32_path
@@ -184,25 +219,48 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
             timings["optimize_s"] = round(time.perf_counter() - t, 3)
             gate("optimized", files, source="fp32", **info)
             source_path = tmp / files[0]
+        if options.bf16 and not failed:
+            gate("bf16", exported["files"][:1], source="fp32")
         if options.quantize == "int8" and not failed:
             t = time.perf_counter()
-            files, info = variants.quantize_int8(source_path, tmp / variants.FILE_NAMES["int8"], external=external,
-                                                 scratch=scratch)
+            calib_texts = texts[:options.calibration_rows]
+            feeds = [encodings_to_feed([e], spec.input_names, tok_info["pad_id"],
+                                       int(padded_length(len(e.ids), spec.max_length)))
+                     for e in bundle_tok.encode_batch(calib_texts)]
+            calibration = {"source": source, "rows": len(calib_texts),
+                           "sha256": sha256_file(source) if Path(source).is_file() else None}
+            files, info = variants.quantize_int8_static(fp32_path, tmp / variants.FILE_NAMES["int8"], feeds,
+                                                        calibration=calibration)
             timings["quantize_s"] = round(time.perf_counter() - t, 3)
-            gate("int8", files, source="optimized" if options.optimize else "fp32",
-                 **info)
+            gate("int8", files, **info)
+        if options.quantize == "int8-dynamic" and not failed:
+            t = time.perf_counter()
+            files, info = variants.quantize_int8(source_path, tmp / variants.FILE_NAMES["int8-dynamic"],
+                                                 external=external, scratch=scratch)
+            timings["quantize_s"] = round(time.perf_counter() - t, 3)
+            gate("int8-dynamic", files, source="optimized" if options.optimize else "fp32", **info)
         if options.fp16 and not failed:
             files, info = variants.convert_fp16(source_path, tmp / variants.FILE_NAMES["fp16"], external=external)
             if _cuda_available():
                 try:
                     gate("fp16", files, device="cuda", **info)
                 except DeviceError as e:
-                    entries["fp16"] = _variant_entry("fp16", files, tmp, verified=False, parity=None,
+                    entries["fp16"] = _variant_entry("fp16", files, tmp, runtime="onnxruntime", precision="f16",
+                                                     verified=False, parity=None,
                                                      note=f"not verified: CUDA session failed: {e}", **info)
             else:
-                entries["fp16"] = _variant_entry("fp16", files, tmp, verified=False, parity=None,
+                entries["fp16"] = _variant_entry("fp16", files, tmp, runtime="onnxruntime", precision="f16",
+                                                 verified=False, parity=None,
                                                  note="not verified: " + FP16_UNVERIFIED_NOTE, **info)
                 log.warning("fp16 variant written but NOT verified: %s", FP16_UNVERIFIED_NOTE)
+        if not failed:
+            cpu_variants = [n for n, e in entries.items() if e.get("verified") and n != "fp16"]
+            t = time.perf_counter()
+            signature = cpu_signature()
+            for name, speed in measure(in_progress(), cpu_variants, options.threads).items():
+                entries[name]["speed"] = {"cpu": signature, "seqs_per_s": round(speed, 2),
+                                          "feed": [SPEED_BATCH[0], min(SPEED_BATCH[1], spec.max_length)]}
+            timings["speed_s"] = round(time.perf_counter() - t, 3)
         if failed:
             lines = [f"{name}: {msg}" for name, msgs in failed.items() for msg in msgs]
             err = ParityError(f"parity gate failed, no bundle written at {out}:\n  " + "\n  ".join(lines)
@@ -292,7 +350,8 @@ def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike |
         if device == "cuda" and not _cuda_available():
             report["variants"][name].update(note="not re-checked: no CUDA execution provider here")
             continue
-        r = _gate(name, bundle.variant_path(name), reference, tol, spec, threads, device)
+        r = _gate(name, bundle.variant_path(name), reference, tol, spec, threads, device,
+                  runtime=v.get("runtime", "onnxruntime"), precision=v.get("precision", "f32"))
         report["variants"][name].update(rechecked=True, parity=r)
         if not r["passed"]:
             failures += [f"{name}: {m}" for m in r["failures"]]

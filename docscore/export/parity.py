@@ -79,6 +79,7 @@ class Reference:
     problem_type: str
     token_ids: dict = field(default_factory=dict)  # tokenizer comparison, variant-independent
     data_source: str = ""
+    long_text: str = ""  # a text longer than max_length (the sweep's; the invariance check reuses it)
 
     @property
     def shapes(self) -> list[dict]:
@@ -165,7 +166,7 @@ def build_reference(model, hf_tokenizer, bundle_tokenizer, texts: list[str], *, 
     if mismatches:
         log.warning("bundle tokenizer and training tokenizer disagree on %d of %d texts", len(texts) - equal,
                     len(texts))
-    return Reference(cases, problem_type, token_ids, data_source)
+    return Reference(cases, problem_type, token_ids, data_source, long_text)
 
 
 def _agreement(ref: np.ndarray, out: np.ndarray, problem_type: str, band: float) -> float:
@@ -195,8 +196,9 @@ def compare(ref: np.ndarray, out: np.ndarray, problem_type: str, tol) -> dict:
     }
 
 
-def check_variant(session, reference: Reference, tolerance, output_name: str = "logits") -> dict:
-    """Run every case through ``session`` and judge it.
+def check_variant(engine, reference: Reference, tolerance) -> dict:
+    """Run every case through ``engine`` (anything with ``run(feed) -> logits``, see
+    :func:`docscore.batch.engine.open_engine`) and judge it.
 
     Returns:
         the parity report: ``passed``, ``failures`` (human-readable), ``tolerance``, per-kind metrics
@@ -207,9 +209,9 @@ def check_variant(session, reference: Reference, tolerance, output_name: str = "
     failures = []
     for case in reference.cases:
         try:
-            out = session.run([output_name], case.feed)[0]
-        except Exception as e:  # an ORT failure on an unseen shape is a gate failure, not a crash
-            failures.append(f"{case.name}: ONNX Runtime failed on shape {list(case.feed['input_ids'].shape)}: {e}")
+            out = engine.run(case.feed)
+        except Exception as e:  # a runtime failure on an unseen shape is a gate failure, not a crash
+            failures.append(f"{case.name}: the runtime failed on shape {list(case.feed['input_ids'].shape)}: {e}")
             continue
         if out.shape != case.reference.shape:
             failures.append(f"{case.name}: output shape {list(out.shape)} != PyTorch {list(case.reference.shape)}")

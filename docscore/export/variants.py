@@ -1,12 +1,23 @@
-"""Variants derived from the fp32 graph: ``optimized`` (ORT transformer fusions), ``int8`` (dynamic, per-channel
-quantisation) and ``fp16`` (for CUDA). Each is written like fp32 (one ``.onnx``, optionally one ``.data``) and
-then gated by :mod:`docscore.export.parity` like fp32.
+"""Variants derived from the fp32 graph, each gated by :mod:`docscore.export.parity` like fp32:
+
+- ``optimized``: ONNX Runtime transformer fusions (ONNX Runtime).
+- ``bf16``: the fp32 ``model.onnx`` itself, run by OpenVINO at bf16 inference precision (no file of its own).
+- ``int8``: static int8 by NNCF post-training quantisation, calibrated on the gate's texts; OpenVINO IR, every
+  op that is not quantised runs in bf16 where the CPU has it. Activation scales are fixed at export, so a row's
+  scores never depend on the rows it is batched with.
+- ``int8-dynamic``: ONNX Runtime's dynamic quantisation. Its activation scale is the min/max of the whole input
+  tensor (``DynamicQuantizeLinear``), companions and padding included, so it is batch-dependent: the gate
+  refuses it unless the export asks for it with ``allow_batch_dependent``.
+- ``fp16``: half precision for CUDA (ONNX Runtime).
+
+Which runtime and precision run a variant is recorded in its manifest entry (``runtime``, ``precision``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -17,9 +28,21 @@ from docscore.export.graph import save_model
 
 log = logging.getLogger(__name__)
 
-FILE_NAMES = {"fp32": "model.onnx", "optimized": "model.optimized.onnx", "int8": "model.int8.onnx",
-              "fp16": "model.fp16.onnx"}
-DTYPES = {"fp32": "float32", "optimized": "float32", "int8": "int8", "fp16": "float16"}
+FILE_NAMES = {"fp32": "model.onnx", "optimized": "model.optimized.onnx", "bf16": "model.onnx",
+              "int8": "model.int8.xml", "int8-dynamic": "model.int8-dynamic.onnx", "fp16": "model.fp16.onnx"}
+DTYPES = {"fp32": "float32", "optimized": "float32", "bf16": "bfloat16", "int8": "int8", "int8-dynamic": "int8",
+          "fp16": "float16"}
+RUNTIMES = {"fp32": ("onnxruntime", "f32"), "optimized": ("onnxruntime", "f32"), "bf16": ("openvino", "bf16"),
+            "int8": ("openvino", "bf16"), "int8-dynamic": ("onnxruntime", "f32"), "fp16": ("onnxruntime", "f16")}
+
+
+def runtime_of(name: str, native_bf16: bool) -> dict:
+    """``{"runtime", "precision"}`` of a variant; OpenVINO int8 keeps its non-quantised ops in fp32 where the
+    exporting CPU has no native bf16 (the manifest records what the gate verified)."""
+    runtime, precision = RUNTIMES[name]
+    if name == "int8" and not native_bf16:
+        precision = "f32"
+    return {"runtime": runtime, "precision": precision}
 
 
 def body_dims(body_config: dict) -> tuple[int, int]:
@@ -79,8 +102,41 @@ def optimize(src: Path, dst: Path, *, body_config: dict, external: bool, scratch
     return files, {"fusions": stats, "optimizer": {"model_type": "bert", "num_heads": heads, "hidden_size": hidden}}
 
 
+def quantize_int8_static(src: Path, dst: Path, feeds: list[dict], *, calibration: dict,
+                         preset: str = "performance") -> tuple[list[str], dict]:
+    """Static int8 by NNCF post-training quantisation of the fp32 graph, written as OpenVINO IR (``dst`` .xml and
+    its .bin). Weights per channel, activations per tensor with scales fixed from ``feeds``.
+
+    Args:
+        feeds: calibration inputs, one text per feed at its own padded length (never batched with others).
+        calibration: what the feeds came from (source, file sha256, rows), recorded in the manifest.
+        preset: NNCF preset: ``performance`` (symmetric activations) or ``mixed`` (asymmetric activations).
+    """
+    os.environ.setdefault("NNCF_CI", "1")  # NNCF's usage telemetry off (it is sent unless this or pytest is set)
+    try:
+        import nncf
+        import openvino as ov
+    except ImportError as e:
+        raise ExportError("--quantize int8 needs OpenVINO and NNCF: pip install 'docscore[train]' "
+                          f"(they are in the train extra) — {e}") from e
+    presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    try:
+        with _quiet_root_logging("nncf"):
+            model = ov.Core().read_model(str(src))
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=presets[preset],
+                                      model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
+            ov.save_model(quantized, str(dst), compress_to_fp16=False)  # fp16 weight storage would move scores
+    except Exception as e:
+        raise ExportError(f"static int8 quantisation (NNCF) of {src.name} failed: {e}") from e
+    bin_file = dst.with_suffix(".bin")
+    return [dst.name, bin_file.name], {"quantization": {
+        "mode": "static", "tool": f"nncf {nncf.__version__}", "preset": preset, "model_type": "transformer",
+        "weights": "int8 per channel (symmetric)", "activations": "int8 per tensor, fixed scales",
+        "calibration": calibration, "source": src.name}}
+
+
 def quantize_int8(src: Path, dst: Path, *, external: bool, scratch: Path) -> tuple[list[str], dict]:
-    """Dynamic int8 quantisation, per channel (per-tensor dropped MiniLM's min embedding cosine to 0.69, per
+    """Dynamic int8 quantisation (the ``int8-dynamic`` variant; batch-dependent), per channel (per-tensor dropped MiniLM's min embedding cosine to 0.69, per
     channel kept 0.94 — issue 3)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 

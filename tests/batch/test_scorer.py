@@ -11,7 +11,7 @@ import pytest
 from batch_data import make_table
 
 from docscore.batch import ScoreOptions, Scorer
-from docscore.batch.plan import plan_batches
+from docscore.batch.plan import padded_length, plan_batches
 from docscore.batch.windows import cut_windows
 from docscore.bundle import load_bundle
 from docscore.errors import ConfigError, DeviceError
@@ -156,12 +156,21 @@ def test_scorer_pickles_as_bundle_path_and_options(bundle, opts):
 
 def test_plan_batches_respects_budget_and_covers_every_sequence():
     lengths = np.array([5, 64, 3, 64, 20, 1, 33, 7] * 5)
-    batches = plan_batches(lengths, token_budget=128, max_rows=6)
+    batches = plan_batches(lengths, token_budget=128, max_rows=6, max_length=64)
     seen = np.concatenate([mb.index for mb in batches])
     assert sorted(seen.tolist()) == list(range(len(lengths)))
     for mb in batches:
-        assert mb.length == lengths[mb.index].max()
+        assert (mb.length == padded_length(lengths[mb.index], 64)).all()  # one bucket per batch
         assert len(mb.index) <= 6 and (mb.slots <= 128 or len(mb.index) == 1)
+
+
+def test_padded_length_depends_only_on_the_row():
+    assert padded_length(1, 128) == 8 and padded_length(8, 128) == 8 and padded_length(9, 128) == 16
+    assert padded_length(127, 130) == 128 and padded_length(129, 130) == 130  # capped at max_length
+    lengths = np.array([5, 64, 3, 64, 20, 1, 33, 7] * 5)
+    for budget, rows in ((64, 2), (128, 6), (100_000, 256)):
+        for mb in plan_batches(lengths, token_budget=budget, max_rows=rows, max_length=64):
+            assert (padded_length(lengths[mb.index], 64) == mb.length).all()
 
 
 def test_windows_do_not_depend_on_how_rows_arrive():

@@ -11,18 +11,18 @@ from docscore.export.parity import Case, Reference, build_reference, check_varia
 FP32 = DEFAULT_TOLERANCES["fp32"]
 
 
-class FakeSession:
+class FakeEngine:
     """Returns the reference logits of each case, shifted by ``delta``; raises on batch size ``fail_batch``."""
 
     def __init__(self, reference: Reference, delta: float = 0.0, fail_batch: int | None = None):
         self.by_shape = {id(c.feed["input_ids"]): c.reference for c in reference.cases}
         self.delta, self.fail_batch = delta, fail_batch
 
-    def run(self, names, feed):
+    def run(self, feed):
         ids = feed["input_ids"]
         if ids.shape[0] == self.fail_batch:
             raise RuntimeError("Got invalid dimensions for input")
-        return [self.by_shape[id(ids)] + self.delta]
+        return self.by_shape[id(ids)] + self.delta
 
 
 def _reference(problem_type="single_label", n=40, seed=0) -> Reference:
@@ -56,21 +56,21 @@ def test_regression_agreement_uses_a_band_of_the_output_range():
 
 def test_gate_passes_within_fp32_tolerance_and_fails_beyond_it():
     reference = _reference()
-    ok = check_variant(FakeSession(reference, delta=1e-6), reference, FP32)
+    ok = check_variant(FakeEngine(reference, delta=1e-6), reference, FP32)
     assert ok["passed"], ok["failures"]
-    bad = check_variant(FakeSession(reference, delta=1e-2), reference, FP32)
+    bad = check_variant(FakeEngine(reference, delta=1e-2), reference, FP32)
     assert not bad["passed"]
     assert any("exceeds atol" in f for f in bad["failures"])
 
 
 def test_int8_tolerance_ignores_logit_drift_but_not_label_flips():
     reference = _reference()
-    drift = check_variant(FakeSession(reference, delta=0.5), reference, DEFAULT_TOLERANCES["int8"])
+    drift = check_variant(FakeEngine(reference, delta=0.5), reference, DEFAULT_TOLERANCES["int8"])
     assert drift["passed"]  # the same shift on every logit changes no label
     assert drift["data"]["rows_within_tolerance"] is None
     flip = Reference([Case(c.name, c.kind, c.feed, c.reference) for c in reference.cases], "single_label",
                      reference.token_ids)
-    session = FakeSession(flip)
+    session = FakeEngine(flip)
     first = flip.cases[0]
     session.by_shape[id(first.feed["input_ids"])] = first.reference[:, ::-1].copy()  # reversed logits: labels flip
     report = check_variant(session, flip, DEFAULT_TOLERANCES["int8"])
@@ -80,7 +80,7 @@ def test_int8_tolerance_ignores_logit_drift_but_not_label_flips():
 
 def test_a_shape_the_graph_cannot_run_fails_the_gate():
     reference = _reference()
-    report = check_variant(FakeSession(reference, fail_batch=1), reference, FP32)
+    report = check_variant(FakeEngine(reference, fail_batch=1), reference, FP32)
     assert not report["passed"]
     assert any("batch1_seq1" in f and "ONNX Runtime failed" in f for f in report["failures"])
 
@@ -88,7 +88,7 @@ def test_a_shape_the_graph_cannot_run_fails_the_gate():
 def test_token_id_mismatch_fails_the_gate():
     reference = _reference()
     reference.token_ids = {"texts": 40, "equal": 39, "agreement": 39 / 40, "mismatch_examples": [{"row": 3}]}
-    report = check_variant(FakeSession(reference), reference, FP32)
+    report = check_variant(FakeEngine(reference), reference, FP32)
     assert not report["passed"]
     assert any(f.startswith("tokenizer:") for f in report["failures"])
 
@@ -106,7 +106,7 @@ def test_reference_catches_a_tokenizer_with_fixed_padding(minilm_dir, hf_tokeniz
                           problem_type="single_label")
     assert ref.token_ids["equal"] == 0
     assert ref.token_ids["mismatch_examples"][0]["lengths"][1] == 128
-    report = check_variant(FakeSession(ref), ref, FP32)
+    report = check_variant(FakeEngine(ref), ref, FP32)
     assert any(f.startswith("tokenizer:") for f in report["failures"])
 
 
