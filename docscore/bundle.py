@@ -63,13 +63,12 @@ class Bundle:
         """One fingerprint for the whole bundle: the hash of its manifest (which lists every file's hash)."""
         return sha256_file(self.path / MANIFEST_NAME)
 
-    def default_variant(self) -> str:
-        """The fastest verified CPU variant the bundle holds: int8 > optimized > fp32."""
-        for name in ("int8", "optimized", "fp32"):
-            v = self.variants.get(name)
-            if v and v.get("verified"):
-                return name
-        return "fp32"
+    def default_variant(self, device: str = "cpu") -> str:
+        """The variant ``score`` runs without ``--variant``: the fastest verified, batch-invariant one that this
+        host can run, by measurement on this CPU (:mod:`docscore.batch.choose`)."""
+        from docscore.batch.choose import choose_variant
+
+        return choose_variant(self, device)
 
     def variant_path(self, name: str) -> Path:
         if name not in self.variants:

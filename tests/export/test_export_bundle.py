@@ -103,7 +103,8 @@ def test_int8_is_judged_on_label_agreement(tiny_checkpoint_factory, tmp_path):
     out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b", optimize=True, quantize="int8",
                                             tolerances={"int8": {"min_label_agreement": 0.9}}))
     int8 = load_bundle(out).variants["int8"]
-    assert int8["verified"] and int8["dtype"] == "int8" and int8["quantization"]["per_channel"]
+    assert int8["verified"] and int8["dtype"] == "int8" and int8["quantization"]["mode"] == "static"
+    assert int8["runtime"] == "openvino" and int8["file"] == "model.int8.xml"
     assert int8["parity"]["data"]["rows_within_tolerance"] is None  # logits are not gated for int8
     agreement = int8["parity"]["data"]["label_agreement"]
     assert 0.9 <= agreement

@@ -62,6 +62,11 @@ def test_minilm_exports_optimized_and_int8_through_the_gate(minilm_checkpoint, t
     assert v["optimized"]["fusions"]["Attention"] == 6 and v["optimized"]["fusions"]["EmbedLayerNormalization"] == 1
     assert v["int8"]["parity"]["data"]["label_agreement"] >= 0.99
     assert v["int8"]["size_bytes"] < v["fp32"]["size_bytes"] / 3
-    assert bundle.default_variant() == "int8"
+    assert v["int8"]["quantization"]["mode"] == "static" and v["int8"]["invariance"]["bit_identical"]
+    for name in ("fp32", "optimized", "int8"):
+        assert v[name]["invariance"]["passed"], v[name]["invariance"]["failures"]
+        assert v[name]["speed"]["seqs_per_s"] > 0
+    fastest = max(("fp32", "optimized", "int8"), key=lambda n: v[n]["speed"]["seqs_per_s"])
+    assert bundle.default_variant() == fastest  # chosen by the speeds measured at export on this CPU
     assert json.loads((out / "tokenizer.json").read_text())["padding"] is None  # MiniLM's fixed 128 must not leak
     assert main(["verify", str(out), "--checkpoint", str(minilm_checkpoint)]) == 0

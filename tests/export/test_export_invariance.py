@@ -1,0 +1,68 @@
+"""The invariance check in the gate: a variant whose scores depend on batching is refused (or, on request, kept and
+marked), and the batch-invariant variants are bit-identical however their rows are batched."""
+
+from __future__ import annotations
+
+import logging
+
+import pyarrow as pa
+import pytest
+
+from docscore.batch import ScoreOptions, Scorer
+from docscore.batch.choose import ranking
+from docscore.bundle import load_bundle
+from docscore.errors import ParityError
+from docscore.export import ExportOptions, export_bundle
+
+LOOSE = {"int8": {"min_label_agreement": 0.9}, "int8-dynamic": {"min_label_agreement": 0.85}}
+
+
+def _leftovers(out):
+    return [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")]
+
+
+def test_static_int8_and_fp32_are_bit_identical_under_every_layout(tiny_bundle_factory):
+    bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "optimized", "int8")))
+    for name in ("fp32", "optimized", "int8"):
+        inv = bundle.variants[name]["invariance"]
+        assert inv["passed"] and inv["bit_identical"], (name, inv)
+        assert set(inv["layouts"]) >= {"budget_256", "budget_8192", "rows_3_window_7", "budget_8192_threads_1"}
+
+
+def test_dynamic_int8_is_refused_as_batch_dependent(tiny_checkpoint_factory, tmp_path):
+    out = tmp_path / "b"
+    with pytest.raises(ParityError, match="int8-dynamic: scores depend on batching") as err:
+        export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out, quantize="int8-dynamic",
+                                                                     tolerances=LOOSE))
+    assert "--allow-batch-dependent" in str(err.value)
+    assert not out.exists() and _leftovers(out) == []
+
+
+def test_allow_batch_dependent_keeps_it_marked_and_never_default(tiny_checkpoint_factory, tmp_path, caplog):
+    out = export_bundle(tiny_checkpoint_factory("bert"),
+                        ExportOptions(output=tmp_path / "b", quantize="int8-dynamic", tolerances=LOOSE,
+                                      allow_batch_dependent=True))
+    bundle = load_bundle(out)
+    dyn = bundle.variants["int8-dynamic"]
+    assert dyn["verified"] and dyn["batch_dependent"] and not dyn["invariance"]["passed"]
+    r = ranking(bundle)
+    assert "batch-dependent" in r["excluded"]["int8-dynamic"] and r["chosen"] == "fp32"
+    with caplog.at_level(logging.WARNING, logger="docscore.batch.scorer"):
+        Scorer(bundle, ScoreOptions(variant="int8-dynamic"))(pa.table({"text": ["my parcel is late"]}))
+    assert "batch-dependent" in caplog.text
+
+
+def test_scores_do_not_depend_on_companions_budget_or_layout(tiny_bundle_factory):
+    """The scorer end to end: the same texts alone, with other texts, under other budgets and windows."""
+    bundle = tiny_bundle_factory(variants=("fp32", "int8"))
+    texts = ["refund " * n for n in (1, 3, 7, 15, 40, 90)] + ["where is my parcel", "app crashes", "ok"]
+    for variant in ("fp32", "int8"):
+        base = ScoreOptions(variant=variant)
+        whole = Scorer(bundle, base)(pa.table({"text": texts}))
+        for t_i, text in enumerate(texts):
+            alone = Scorer(bundle, base.replace(max_batch_rows=1))(pa.table({"text": [text]}))
+            assert alone.equals(whole.slice(t_i, 1)), (variant, text)
+        for changes in ({"token_budget": 64}, {"sort_window": 2}, {"max_batch_rows": 3}, {"threads": 1}):
+            shuffled = texts[::-1]
+            out = Scorer(bundle, base.replace(**changes))(pa.table({"text": shuffled}))
+            assert out.equals(pa.concat_tables([whole.slice(i, 1) for i in range(len(texts))][::-1])), changes
