@@ -138,7 +138,7 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
         log.warning("checkpoint weights differ from those the bundle was exported from; parity will tell")
 
     from docscore.export.exporter import _cuda_available, _gate, _texts, load_reference_model
-    from docscore.export.parity import build_reference
+    from docscore.export.parity import build_reference, summarize
 
     spec = bundle.spec
     hf_tokenizer = load_tokenizer(checkpoint)
@@ -159,7 +159,7 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
             continue
         r = _gate(name, bundle.variant_path(name), reference, tol, spec, kw["threads"], device)
         v.update(rechecked=True, parity=r)
-        v["checks"]["parity"] = _check("passed" if r["passed"] else "failed", "; ".join(r["failures"]),
+        v["checks"]["parity"] = _check("passed" if r["passed"] else "failed", "; ".join(r["failures"]) or summarize(r),
                                        seconds=r.get("seconds", 0.0))
 
 
