@@ -18,10 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, sha256_file, write_manifest
-from docscore.errors import BundleError, ConfigError, DeviceError, ParityError
+from docscore.errors import ConfigError, DeviceError, ParityError
 from docscore.export.bodies import prepare_body
-from docscore.export.options import (DEFAULT_TOLERANCES, EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance,
-                                     default_verify_data)
+from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance, default_verify_data
 from docscore.files import publishable
 from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
 from docscore.export.verify import verify_bundle  # noqa: F401  (kept importable from here)

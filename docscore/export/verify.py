@@ -110,6 +110,11 @@ def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike |
                                                "parity": _recorded(entry, "parity"),
                                                "invariance": _recorded(entry, "invariance")}}
     trusted = all(checks[c]["status"] == "passed" for c in ("manifest", "files"))
+    if not trusted:  # results recorded in an edited manifest, or for changed files, no longer say anything
+        for v in report["variants"].values():
+            for name in ("parity", "invariance"):
+                v["checks"][name] = _check("skipped", "not trusted: the bundle failed its manifest or hash check",
+                                           source="skipped")
     if checkpoint is not None:
         _recheck(bundle, checkpoint, data, report, trusted, text_column=text_column, verify_rows=verify_rows,
                  batch_size=batch_size, threads=threads)
