@@ -13,14 +13,21 @@ Manifest layout (``docscore.json``)::
       "variants": {
         "fp32": {"file": "model.onnx", "dtype": "float32", "verified": true, "parity": {...}},
         "optimized": {...}, "int8": {...}, "fp16": {..., "verified": false, "note": "..."}
-      }
+      },
+      "manifest_sha256": "<sha256>"         # of the canonical JSON of everything above (see manifest_digest)
     }
+
+The manifest's own digest makes an edit of ``docscore.json`` (labels swapped, max_length changed) visible: every
+reader refuses a manifest whose content no longer matches it. It is not a signature: whoever can write the file
+can recompute it. It catches accidental and unseen edits, and makes a deliberate one explicit
+(``docscore verify --rehash``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +35,14 @@ from pathlib import Path
 from docscore.errors import BundleError
 from docscore.spec import ModelSpec
 
+log = logging.getLogger(__name__)
+
 MANIFEST_NAME = "docscore.json"
 TOKENIZER_NAME = "tokenizer.json"
 BUNDLE_FORMAT = "docscore-bundle/1"
 VARIANT_ORDER = ("fp32", "optimized", "int8", "fp16")
+DIGEST_KEY = "manifest_sha256"
+REHASH_HINT = "re-export the bundle, or run `docscore verify BUNDLE --rehash` if the edit was intended"
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -96,17 +107,45 @@ class Bundle:
         return int(self.manifest.get("tokenizer", {}).get("pad_id", 0))
 
 
+def manifest_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces, UTF-8), its own digest left out."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_json(bundle_dir: Path, manifest: dict) -> None:
+    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+
+
 def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> dict:
-    """Hash every file in ``bundle_dir`` into ``manifest['files']`` and write ``docscore.json``."""
+    """Hash every file in ``bundle_dir`` into ``manifest['files']``, seal it with its own digest and write
+    ``docscore.json``."""
     bundle_dir = Path(bundle_dir)
     files = {}
     for p in sorted(bundle_dir.rglob("*")):
         if p.is_file() and p.name != MANIFEST_NAME:
             files[p.relative_to(bundle_dir).as_posix()] = sha256_file(p)
-    manifest = {"format": BUNDLE_FORMAT, **manifest, "files": files}
-    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+    manifest = {"format": BUNDLE_FORMAT, **{k: v for k, v in manifest.items() if k != DIGEST_KEY}, "files": files}
+    manifest = json.loads(json.dumps(manifest))  # seal exactly what readers will parse (tuples, int keys)
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
+    _write_json(bundle_dir, manifest)
+    return manifest
+
+
+def reseal_manifest(bundle_dir: str | os.PathLike) -> dict:
+    """Record the current content of ``docscore.json`` as intended: recompute its digest (files untouched).
+
+    The caller checks the bundle first (``docscore verify --rehash`` does): this only makes an edit explicit.
+    """
+    manifest = read_manifest(bundle_dir)
+    old = manifest.get(DIGEST_KEY)
+    manifest = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
+    _write_json(Path(bundle_dir), manifest)
+    log.warning("%s/%s resealed: digest %s -> %s", bundle_dir, MANIFEST_NAME, old, manifest[DIGEST_KEY])
     return manifest
 
 
@@ -125,16 +164,48 @@ def read_manifest(bundle_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def verify_files(bundle_dir: str | os.PathLike, manifest: dict) -> None:
-    """Refuse a bundle whose files are missing, truncated or changed since export."""
+def check_digest(bundle_dir: str | os.PathLike, manifest: dict) -> str | None:
+    """Why the manifest's own digest does not hold (``None`` when it does)."""
+    recorded = manifest.get(DIGEST_KEY)
+    if recorded is None:
+        return (f"{MANIFEST_NAME} has no {DIGEST_KEY} (written before docscore sealed its manifests), so edits "
+                f"to it cannot be detected; {REHASH_HINT}")
+    if recorded != manifest_digest(manifest):
+        return (f"{MANIFEST_NAME} was edited after export: its content no longer matches its {DIGEST_KEY} "
+                f"(labels, max_length or another field changed); {REHASH_HINT}")
+    return None
+
+
+def verify_digest(bundle_dir: str | os.PathLike, manifest: dict, *, allow_unsealed: bool = False) -> None:
+    """Refuse an edited manifest; an unsealed (pre-digest) one is refused too, or only warned about when
+    ``allow_unsealed`` (scoring keeps old bundles working; ``verify`` does not)."""
+    problem = check_digest(bundle_dir, manifest)
+    if problem is None:
+        return
+    if allow_unsealed and DIGEST_KEY not in manifest:
+        log.warning("bundle %s: %s", bundle_dir, problem)
+        return
+    raise BundleError(f"bundle {bundle_dir}: {problem}")
+
+
+def check_files(bundle_dir: str | os.PathLike, manifest: dict) -> dict[str, str | None]:
+    """Each file the manifest lists → ``None`` when its sha256 holds, else what is wrong with it."""
     bundle_dir = Path(bundle_dir)
-    problems = []
+    result: dict[str, str | None] = {}
     for rel, expected in manifest.get("files", {}).items():
         p = bundle_dir / rel
         if not p.is_file():
-            problems.append(f"{rel}: missing")
+            result[rel] = f"{rel}: missing"
         elif sha256_file(p) != expected:
-            problems.append(f"{rel}: sha256 mismatch (file changed or truncated since export)")
+            result[rel] = f"{rel}: sha256 mismatch (file changed or truncated since export)"
+        else:
+            result[rel] = None
+    return result
+
+
+def verify_files(bundle_dir: str | os.PathLike, manifest: dict) -> None:
+    """Refuse a bundle whose files are missing, truncated or changed since export."""
+    problems = [p for p in check_files(bundle_dir, manifest).values() if p]
     if problems:
         raise BundleError(
             f"bundle {bundle_dir} failed its hash check: " + "; ".join(problems)
@@ -142,9 +213,16 @@ def verify_files(bundle_dir: str | os.PathLike, manifest: dict) -> None:
         )
 
 
-def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True) -> Bundle:
-    """Read a bundle's manifest and (by default) check every file against its recorded sha256."""
+def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True, allow_unsealed: bool = True) -> Bundle:
+    """Read a bundle's manifest and (by default) check it against its own digest and every file against its
+    recorded sha256.
+
+    Args:
+        verify: check the digest and the files (``False`` only for callers that check them themselves).
+        allow_unsealed: accept, with a warning, a manifest written before manifests carried a digest.
+    """
     manifest = read_manifest(bundle_dir)
     if verify:
+        verify_digest(bundle_dir, manifest, allow_unsealed=allow_unsealed)
         verify_files(bundle_dir, manifest)
     return Bundle(Path(bundle_dir), manifest)

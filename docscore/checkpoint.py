@@ -95,7 +95,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
         ``(model, tokenizer, spec, config)``; the logits equal, bit for bit, those of the model that was saved.
     """
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel
 
     from docscore.model import DocClassifier
 
@@ -113,5 +113,11 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu"):
     if missing or unexpected:
         raise CheckpointError(f"{path / WEIGHTS_NAME} does not match the model: missing={missing} unexpected={unexpected}")
     model.to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return model, tokenizer, spec, config
+    return model, load_tokenizer(path), spec, config
+
+
+def load_tokenizer(path: str | os.PathLike):
+    """The checkpoint's (training) Hugging Face tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))

@@ -115,3 +115,22 @@ class ModelSpec:
             output_name=d.get("output_name", "logits"),
             extra=d.get("extra", {}),
         )
+
+
+def spec_differences(bundle: ModelSpec, checkpoint: ModelSpec, *, max_length_override: int | None = None) -> list[str]:
+    """The facts on which a bundle's spec and its checkpoint's disagree, one line per field (empty: they agree).
+
+    Compared: labels (and their order), problem type, pooling, the head's hidden layer, max_length and input
+    names. ``max_length`` may differ only where the export asked for it (``export-onnx --max-length``), which the
+    manifest records as ``max_length_override``.
+    """
+    pairs = {
+        "labels": (list(bundle.head.labels), list(checkpoint.head.labels)),
+        "problem_type": (bundle.head.problem_type, checkpoint.head.problem_type),
+        "pooling": (bundle.head.pooling, checkpoint.head.pooling),
+        "hidden_dim": (bundle.head.hidden_dim, checkpoint.head.hidden_dim),
+        "input_names": (list(bundle.input_names), list(checkpoint.input_names)),
+    }
+    if bundle.max_length != max_length_override:
+        pairs["max_length"] = (bundle.max_length, checkpoint.max_length)
+    return [f"{name}: bundle has {b!r}, checkpoint has {c!r}" for name, (b, c) in pairs.items() if b != c]

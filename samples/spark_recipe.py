@@ -34,7 +34,7 @@ def _scorer(bundle: str, options: ScoreOptions) -> Scorer:
 
 def score_spark(df, bundle: str | Path, options: ScoreOptions | None = None):
     """Return ``df`` scored: the id / passthrough columns, then ``label``, ``score``, ``score_<label>``,
-    ``num_tokens``, ``num_chunks``, ``error`` (see :mod:`docscore.batch.scorer`)."""
+    ``num_tokens``, ``num_chunks``, ``unk_fraction``, ``error`` (see :mod:`docscore.batch.scorer`)."""
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     options = options or ScoreOptions(threads=1)

@@ -13,6 +13,8 @@ SAMPLES = ROOT / "samples"
 # Tiny configs, one per architecture the model must support. vocab 30522 matches the MiniLM tokenizer.
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 ARCHITECTURES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2")
+# Bodies whose attention depends on the input length: the exporter must handle them faithfully or refuse them.
+LENGTH_DEPENDENT = ("big_bird", "longformer")
 
 
 def tiny_body_config(arch: str):
@@ -32,6 +34,15 @@ def tiny_body_config(arch: str):
     if arch == "deberta-v2":
         return DebertaV2Config(**TINY, max_position_embeddings=512, relative_attention=True,
                                pos_att_type=["p2c", "c2p"], position_buckets=64)
+    if arch == "big_bird":  # block sparse above (5 + 2 * 2) * 4 = 36 tokens, full attention at or below
+        from transformers import BigBirdConfig
+
+        return BigBirdConfig(**TINY, attention_type="block_sparse", block_size=4, num_random_blocks=2,
+                             max_position_embeddings=512)
+    if arch == "longformer":
+        from transformers import LongformerConfig
+
+        return LongformerConfig(**TINY, attention_window=8, max_position_embeddings=600, pad_token_id=0)
     raise ValueError(arch)
 
 

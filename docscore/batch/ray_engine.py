@@ -56,7 +56,7 @@ from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.runner import (_DONE, Progress, RunSummary, _committed_parts, _Pipeline, _RowStream, _Stop,
                                    run_shards)
-from docscore.batch.scorer import Scorer, WindowStats
+from docscore.batch.scorer import UNK_WARN_FRACTION, Scorer, WindowStats
 from docscore.batch.state import RunState
 from docscore.bundle import Bundle
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
@@ -334,8 +334,8 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
     """Score a ``ray.data.Dataset`` with the scorer of ``docscore score``; returns the scored (lazy) dataset.
 
     Output rows carry the columns of a local output (id / passthrough columns, ``label``, ``score``,
-    ``score_<label>``, ``num_tokens``, ``num_chunks``, ``error``), each batch's rows in their input order. Blocks
-    leave in the order they finish: join on the id column, or set
+    ``score_<label>``, ``num_tokens``, ``num_chunks``, ``unk_fraction``, ``error``), each batch's rows in their
+    input order. Blocks leave in the order they finish: join on the id column, or set
     ``DataContext.get_current().execution_options.preserve_order = True`` (which, in ray 2.60, runs the actors
     one call at a time). Rows whose text is null, empty or not a string get an ``error`` instead of scores; no
     block is dropped.
@@ -686,7 +686,9 @@ def _stats(table: pa.Table) -> WindowStats:
                        sequences=int(pa.compute.sum(table.column("num_chunks")).as_py() or 0),
                        tokens=int(pa.compute.sum(table.column("num_tokens")).as_py() or 0),
                        slots=int(pa.compute.sum(table.column(SLOTS_COL)).as_py() or 0),
-                       clipped=int(pa.compute.sum(table.column(CLIPPED_COL)).as_py() or 0))
+                       clipped=int(pa.compute.sum(table.column(CLIPPED_COL)).as_py() or 0),
+                       unk_rows=int(pa.compute.sum(pa.compute.greater(table.column("unk_fraction"),
+                                                                      UNK_WARN_FRACTION)).as_py() or 0))
 
 
 class _OrderedRows:

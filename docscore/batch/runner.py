@@ -51,6 +51,7 @@ class RunSummary:
     tokens: int = 0  # real tokens fed to the model
     slots: int = 0  # padded token slots fed to the model
     clipped: int = 0  # texts tokenised from a clipped prefix
+    unk_rows: int = 0  # rows whose tokens are mostly the unknown token (unk_fraction > 0.5)
     wall_s: float = 0.0
     variant: str = ""
     bundle_sha256: str = ""
@@ -80,6 +81,7 @@ class RunSummary:
         self.tokens += stats.tokens
         self.slots += stats.slots
         self.clipped += stats.clipped
+        self.unk_rows += stats.unk_rows
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -16,6 +16,9 @@ Output columns, in this order:
 - ``num_tokens`` (int32): tokens the model read for the row, special tokens included (chunk mode: summed over
   chunks, overlaps counted twice);
 - ``num_chunks`` (int32): 1 in truncate mode, the number of windows in chunk mode;
+- ``unk_fraction`` (float32): share of the content tokens the model read (special tokens excluded) that are the
+  tokenizer's unknown token; near 1 means the vocabulary could not read the text (emoji only, an unknown
+  script) and the label says nothing about it;
 - ``error`` (string): null when the row was scored, else why not (``null text``, ``empty text``,
   ``non-string text: <type>``); every score column of such a row is null.
 """
@@ -34,7 +37,7 @@ from docscore.batch.engine import open_engine
 from docscore.batch.options import ScoreOptions
 from docscore.batch.plan import MicroBatch, plan_batches
 from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
-                                     text_values, tokenizer_splits_on_spaces)
+                                     text_values, tokenizer_splits_on_spaces, unk_fraction, unk_id)
 from docscore.bundle import Bundle, load_bundle
 from docscore.errors import BundleError, ConfigError, InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
@@ -43,6 +46,7 @@ from docscore.runtime import pad_feed
 log = logging.getLogger(__name__)
 
 SCORE_PREFIX = "score_"
+UNK_WARN_FRACTION = 0.5  # rows with more than this share of unknown tokens are counted and logged
 
 
 @dataclass
@@ -56,6 +60,7 @@ class WindowStats:
     slots: int = 0  # padded slots fed to the model (batch rows x padded length, summed)
     clipped: int = 0
     clip_retried: int = 0
+    unk_rows: int = 0  # rows with unk_fraction > UNK_WARN_FRACTION
 
     def add(self, other: "WindowStats") -> None:
         for name in self.__dataclass_fields__:
@@ -73,6 +78,7 @@ class Prepared:
     batches: list[MicroBatch]
     feeds: list[dict]  # one feed per micro-batch
     stats: WindowStats = field(default_factory=WindowStats)
+    unk: np.ndarray | None = None  # (rows,) unk_fraction per row, NaN for error rows
 
 
 def resolve_variant(bundle: Bundle, device: str, requested: str | None, threads: int | None = None) -> str:
@@ -166,6 +172,7 @@ class Scorer:
                                    threads=opts.threads, io_binding=opts.io_binding, arena=opts.arena,
                                    output_name=spec.output_name)
         self._tokenizer = tok
+        self._unk_id = unk_id(tok)
         log.info("scoring with variant %s of %s (%s, max_length %d)", variant, self.bundle_path,
                  spec.head.problem_type, spec.max_length)
         return self
@@ -181,7 +188,8 @@ class Scorer:
         names = ["label", "score"]
         if self.spec.head.problem_type == "multi_label":
             names.append("labels")
-        return names + [SCORE_PREFIX + lab for lab in self.labels] + ["num_tokens", "num_chunks", "error"]
+        return names + [SCORE_PREFIX + lab for lab in self.labels] + ["num_tokens", "num_chunks", "unk_fraction",
+                                                                       "error"]
 
     # --- schema -----------------------------------------------------------------------------------------------
 
@@ -207,7 +215,7 @@ class Scorer:
             fields.append(pa.field("labels", pa.list_(pa.string())))
         fields += [pa.field(SCORE_PREFIX + lab, pa.float32()) for lab in self.labels]
         fields += [pa.field("num_tokens", pa.int32()), pa.field("num_chunks", pa.int32()),
-                   pa.field("error", pa.string())]
+                   pa.field("unk_fraction", pa.float32()), pa.field("error", pa.string())]
         return pa.schema(fields)
 
     # --- the three stages -------------------------------------------------------------------------------------
@@ -242,11 +250,13 @@ class Scorer:
         else:
             encs = self._tokenizer.encode_batch([texts[i] for i in valid])
         ids, type_ids, seq_row = [], [], []
+        unk = np.full(table.num_rows, np.nan, dtype=np.float32)
         for i, enc in zip(valid, encs):
             if num_content_tokens(enc) == 0:
                 errors[i] = EMPTY_TEXT  # e.g. only whitespace or characters the normaliser removes
                 continue
             pieces = [enc] if opts.long_docs == "truncate" else [enc, *enc.overflowing]
+            unk[i] = unk_fraction(pieces, self._unk_id)
             for piece in pieces:
                 ids.append(piece.ids)
                 type_ids.append(piece.type_ids)
@@ -257,8 +267,13 @@ class Scorer:
                           spec.input_names, self.bundle.pad_id) for mb in batches]
         stats = WindowStats(rows=table.num_rows, errors=sum(e is not None for e in errors), sequences=len(ids),
                             tokens=int(seq_len.sum()), slots=sum(mb.slots for mb in batches),
-                            clipped=clip.clipped, clip_retried=clip.retried)
-        return Prepared(table, errors, np.asarray(seq_row, dtype=np.int64), seq_len, batches, feeds, stats)
+                            clipped=clip.clipped, clip_retried=clip.retried,
+                            unk_rows=int(np.sum(unk > UNK_WARN_FRACTION)))
+        if stats.unk_rows:
+            log.warning("%d of %d rows are mostly unknown tokens (unk_fraction > %.1f): their labels carry no "
+                        "information; see the unk_fraction column", stats.unk_rows, table.num_rows,
+                        UNK_WARN_FRACTION)
+        return Prepared(table, errors, np.asarray(seq_row, dtype=np.int64), seq_len, batches, feeds, stats, unk)
 
     def infer(self, prepared: Prepared) -> np.ndarray:
         """Logits for every sequence of the window, in sequence order: ``(S, num_labels)`` float32."""
@@ -315,6 +330,8 @@ class Scorer:
             cols[SCORE_PREFIX + lab] = pa.array(per_label[:, j], pa.float32(), mask=mask)
         cols["num_tokens"] = pa.array(tokens, pa.int32(), mask=mask)
         cols["num_chunks"] = pa.array(chunks, pa.int32(), mask=mask)
+        unk = prepared.unk if prepared.unk is not None else np.full(n, np.nan, dtype=np.float32)
+        cols["unk_fraction"] = pa.array(unk, pa.float32(), mask=mask | np.isnan(unk))
         cols["error"] = pa.array(prepared.errors, pa.string())
         schema = self.output_schema(prepared.table.schema)
         return pa.Table.from_arrays([_combine(cols[f.name]) for f in schema], schema=schema)

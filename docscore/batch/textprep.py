@@ -122,3 +122,25 @@ def tokenizer_splits_on_spaces(tokenizer) -> bool:
 
 def num_content_tokens(encoding) -> int:
     return len(encoding.special_tokens_mask) - sum(encoding.special_tokens_mask)
+
+
+def unk_id(tokenizer) -> int | None:
+    """The id of the tokenizer's unknown token, or ``None`` when its model has none (byte-level BPE)."""
+    token = getattr(tokenizer.model, "unk_token", None)
+    return None if token is None else tokenizer.token_to_id(token)
+
+
+def unk_fraction(pieces, unk: int | None) -> float:
+    """Share of the content tokens (special tokens excluded) of ``pieces`` that are the unknown token.
+
+    A text the vocabulary cannot read (emoji only, an unknown script) tokenises to ``[CLS] [UNK] [SEP]`` and
+    still gets a confident-looking label; this number lets the reader see it. ``pieces`` are the encodings the
+    model reads for one row (one, or a row's chunks).
+    """
+    content = unknown = 0
+    for enc in pieces:
+        for token, special in zip(enc.ids, enc.special_tokens_mask):
+            if not special:
+                content += 1
+                unknown += unk is not None and token == unk
+    return unknown / content if content else 0.0

@@ -134,7 +134,8 @@ def render_summary(s) -> str:
     lines = [
         f"scored {s.rows:,} rows ({s.errors:,} with errors) from {s.files} file(s)"
         + (f", {s.files_skipped} already done" if s.files_skipped else "")
-        + (f", {s.files_failed} FAILED" if s.files_failed else ""),
+        + (f", {s.files_failed} FAILED" if s.files_failed else "")
+        + (f"; {s.unk_rows:,} rows mostly unknown tokens (see unk_fraction)" if s.unk_rows else ""),
         f"{s.docs_per_s:,.1f} docs/s, {s.tokens_per_s:,.0f} tokens/s, pad fraction {s.pad_fraction:.1%}, "
         f"wall {s.wall_s:.1f} s, variant {s.variant}",
         f"outputs in {s.output_dir}",

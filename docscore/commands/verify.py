@@ -1,19 +1,20 @@
-"""``docscore verify BUNDLE [--checkpoint CKPT] [--data PATH]``: re-check a bundle before deploying it (CI)."""
+"""``docscore verify BUNDLE [--checkpoint CKPT] [--data PATH] [--junit-xml PATH] [--rehash]``: re-check a bundle
+before deploying it (CI)."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def register(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
-        help="re-check a bundle's file hashes and, with its checkpoint, parity",
-        description="Refuse a bundle whose files are missing, truncated or changed since export (exit 2); with "
-        "--checkpoint, re-run the parity gate of every variant with the tolerances recorded in the manifest "
-        "(exit 3 on failure).",
+        help="re-check a bundle's manifest, file hashes and, with its checkpoint, spec and parity",
+        description="Refuse a bundle whose docscore.json was edited (or carries no digest) or whose files are "
+        "missing, truncated or changed since export (exit 2); with --checkpoint, refuse a checkpoint whose labels, "
+        "problem type, pooling, max_length or inputs differ from the bundle's (exit 2), and re-run the parity gate "
+        "of every variant with the tolerances recorded in the manifest (exit 3 on failure).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory from `docscore export-onnx`")
@@ -21,25 +22,51 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="Parquet/CSV texts for the parity re-check (default: samples)")
     p.add_argument("--text-column", default="text", help="text column of --data")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--junit-xml", default=None, metavar="PATH",
+                   help="also write a JUnit XML report (one test case per variant and check), pass or fail")
+    p.add_argument("--rehash", action="store_true",
+                   help="accept docscore.json as it is now (an old bundle without a digest, or an edit you made "
+                   "on purpose): reseal it with a new digest, if every other check passes")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     return p
 
 
 def run(args) -> int:
-    from docscore.errors import ParityError
+    from docscore.errors import DocscoreError
     from docscore.export import verify_bundle
 
     try:
         report = verify_bundle(args.bundle, args.checkpoint, args.data, text_column=args.text_column,
-                               threads=args.threads)
-    except ParityError as e:
-        if args.json and getattr(e, "report", None):
-            print(json.dumps(e.report, indent=2))
+                               threads=args.threads, rehash=args.rehash)
+    except DocscoreError as e:
+        report = getattr(e, "report", None)
+        if args.junit_xml:
+            _junit(args.junit_xml, report or {"bundle": args.bundle, "checks": {}, "variants": {}}, str(e))
+        if args.json and report:
+            print(json.dumps(report, indent=2))
         raise
+    if args.junit_xml:
+        _junit(args.junit_xml, report, None)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"bundle {report['bundle']}: {report['files_checked']} files, hashes ok")
+    _print(report, args)
+    return 0
+
+
+def _junit(path: str, report: dict, error: str | None) -> None:
+    from docscore.export.junit import write_junit_xml
+
+    if not report.get("checks") and error:  # nothing could be read: one failing case says why
+        report = {**report, "checks": {"manifest": {"status": "failed", "message": error, "seconds": 0.0}}}
+    write_junit_xml(report, path, error)
+
+
+def _print(report: dict, args) -> None:
+    print(f"bundle {report['bundle']}: manifest digest ok, {report['files_checked']} files, hashes ok"
+          + (" (manifest resealed)" if report.get("resealed") else ""))
+    if "checkpoint_spec" in report["checks"]:
+        print(f"  checkpoint spec ok: {report['checks']['checkpoint_spec']['message']}")
     for name, v in report["variants"].items():
         if v.get("rechecked"):
             from docscore.export.parity import summarize
@@ -47,7 +74,8 @@ def run(args) -> int:
             print(f"  {name:<10} parity ok: {summarize(v['parity'])}")
         else:
             status = "verified at export" if v["verified_at_export"] else "NOT verified"
-            print(f"  {name:<10} {status}" + (f"; {v['note']}" if v.get("note") else ""), file=sys.stdout)
+            print(f"  {name:<10} {status}" + (f"; {v['note']}" if v.get("note") else ""))
     if not args.checkpoint:
         print("parity not re-run (pass --checkpoint to re-run it)")
-    return 0
+    if args.junit_xml:
+        print(f"JUnit XML report: {args.junit_xml}")

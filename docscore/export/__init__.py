@@ -8,7 +8,7 @@ Public API::
 
 Modules: ``options`` (what to do, tolerances), ``graph`` (torch → ONNX, dynamic axes), ``tokenizer`` (the
 bundle's ``tokenizer.json``), ``variants`` (optimized / int8 / fp16), ``parity`` (the gate), ``exporter``
-(orchestration, atomic bundle write, re-verification).
+(orchestration, atomic bundle write), ``verify`` (re-verification), ``junit`` (verify's CI report).
 """
 
 from docscore.export.options import DEFAULT_TOLERANCES, ExportOptions, Tolerance
@@ -25,7 +25,7 @@ def export_bundle(checkpoint_dir, options: ExportOptions):
 
 def verify_bundle(bundle_dir, checkpoint=None, data=None, **kwargs):
     """Re-check a bundle's hashes (and parity, given its checkpoint); see
-    :func:`docscore.export.exporter.verify_bundle`."""
-    from docscore.export.exporter import verify_bundle as _verify
+    :func:`docscore.export.verify.verify_bundle`."""
+    from docscore.export.verify import verify_bundle as _verify
 
     return _verify(bundle_dir, checkpoint, data, **kwargs)

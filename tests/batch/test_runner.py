@@ -158,3 +158,11 @@ def test_output_dir_with_foreign_parquet_is_refused(archive, bundle, opts, tmp_p
     pq.write_table(pa.table({"x": [1]}), out / "mine.parquet")
     with pytest.raises(ConfigError, match="no _docscore_run.json"):
         score_files([archive], bundle, out, opts)
+
+
+def test_summary_counts_rows_of_unknown_tokens(bundle, opts, tmp_path):
+    src = tmp_path / "in" / "emoji.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"doc_id": [1, 2, 3], "text": ["🙂🙂🙂", "my invoice", "x" * 5000]}), src)
+    summary = score_files([src.parent], bundle, tmp_path / "out", opts)
+    assert summary.unk_rows == 2 and summary.to_dict()["unk_rows"] == 2

@@ -192,3 +192,23 @@ def test_regression_outputs_the_value_and_no_label(tiny_bundle_factory, opts):
     np.testing.assert_allclose(out.column("score").to_numpy(), expected, atol=ATOL)
     np.testing.assert_allclose(out.column(f"score_{b.spec.head.labels[0]}").to_numpy(), expected, atol=ATOL)
     assert out.column("label").null_count == 6
+
+
+def test_rows_of_unknown_tokens_are_flagged(bundle, opts, caplog):
+    texts = ["my invoice was charged twice", "🙂🙂🙂 🎉", "x" * 5000, "hello 🙂", None]
+    table = pa.table({"doc_id": list(range(5)), "text": texts})
+    with caplog.at_level("WARNING", logger="docscore.batch.scorer"):
+        out = Scorer(bundle, opts)(table)
+    names = out.column_names
+    assert names.index("unk_fraction") == names.index("error") - 1
+    assert out.schema.field("unk_fraction").type == pa.float32()
+    assert out.column("unk_fraction").to_pylist() == [0.0, 1.0, 1.0, 0.5, None]
+    assert out.column("label").null_count == 1  # unk rows still get a label: the column is how to tell
+    assert "2 of 5 rows are mostly unknown tokens" in caplog.text
+
+
+def test_unk_fraction_in_chunk_mode_covers_every_chunk(bundle, opts):
+    table = pa.table({"doc_id": [0], "text": ["hello " * 100 + "🙂 " * 100]})  # 100 known + 100 unknown tokens
+    out = Scorer(bundle, opts.replace(long_docs="chunk", chunk_overlap=0))(table)
+    assert out.column("num_chunks")[0].as_py() > 2
+    assert out.column("unk_fraction")[0].as_py() == 0.5

@@ -70,3 +70,21 @@ def test_text_values_reports_null_empty_and_non_string():
     assert texts == ["a", "b"] and errors == [None, None]
     _, errors = text_values(pa.array([b"x"], pa.binary()))
     assert errors == ["non-string text: binary"]
+
+
+def test_unk_fraction_counts_unknown_content_tokens_only(bundle):
+    from docscore.batch.textprep import unk_fraction, unk_id
+
+    tok = load_bundle(bundle).tokenizer(truncate=True)
+    unk = unk_id(tok)
+    assert unk is not None
+
+    def frac(text):
+        return unk_fraction([tok.encode(text)], unk)
+
+    assert frac("my invoice is wrong") == 0.0
+    assert frac("🙂🙂🙂 🎉") == 1.0  # [CLS] [UNK] [UNK] [SEP]: specials do not count
+    assert frac("x" * 5000) == 1.0  # one word longer than WordPiece reads
+    assert frac("hello 🙂") == 0.5
+    assert unk_fraction([tok.encode("hello 🙂"), tok.encode("🙂 🙂")], unk) == 0.75  # a row's chunks together
+    assert unk_fraction([tok.encode("hello")], None) == 0.0  # a vocabulary without an unknown token
