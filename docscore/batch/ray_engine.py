@@ -445,7 +445,10 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
                 logging.getLogger(name).setLevel(level)
         try:
             with ray_connection(ray_options):
-                _RayPipeline(scorer, state, options, progress, summary, ray_options).run(todo)
+                # Workers run the variant the driver chose: a default chosen by measurement on each node could
+                # differ between nodes, and with it the scores.
+                pinned = options.replace(variant=scorer.variant)
+                _RayPipeline(scorer, state, pinned, progress, summary, ray_options).run(todo)
         finally:
             for name, level in saved.items():
                 logging.getLogger(name).setLevel(level)
