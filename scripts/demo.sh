@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main-job command, on the embedded all-MiniLM-L6-v2 body and the bundled samples:
-# train -> export-onnx (parity-gated fp32 / optimized / int8) -> verify -> score the sample archive -> report.
+# train -> export-onnx (parity- and invariance-gated fp32 / optimized / static int8 [/ bf16]) -> verify -> score the sample archive -> report.
 # Everything lands in runs/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,8 +13,11 @@ mkdir -p "$OUT"
 echo "== 1/5 train: embedded all-MiniLM-L6-v2 body on samples/train.csv -> $OUT/checkpoint"
 $DS train samples/train.csv --eval-data samples/eval.csv --output "$OUT/checkpoint" --epochs 2
 
-echo "== 2/5 export-onnx: ONNX bundle with optimized and int8 variants, each behind the parity gate -> $OUT/bundle"
-$DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8
+# bf16 (OpenVINO) only where the CPU computes bf16 natively; elsewhere the gate could not verify it.
+BF16=""
+grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && BF16="--bf16"
+echo "== 2/5 export-onnx: ONNX bundle with optimized, static int8 ${BF16:+and bf16 }variants, each behind the parity and invariance gate -> $OUT/bundle"
+$DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8 $BF16
 
 echo "== 3/5 verify: file hashes and parity against the checkpoint"
 $DS verify "$OUT/bundle" --checkpoint "$OUT/checkpoint"

@@ -25,8 +25,8 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--attention", choices=["eager", "sdpa"], default="eager",
                    help="the body's attention implementation while exporting")
     p.add_argument("--optimize", action="store_true", help="add the ONNX Runtime transformer-fused variant")
-    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], default=None,
-                   help="int8: static int8 (NNCF, calibrated on the verify texts, run by OpenVINO; batch-invariant). "
+    p.add_argument("--quantize", choices=["int8", "int8-dynamic"], action="append", default=None,
+                   help="repeatable. int8: static int8 (NNCF, calibrated on the verify texts, run by OpenVINO; batch-invariant). "
                    "int8-dynamic: ONNX Runtime dynamic int8, batch-dependent, so refused by the invariance "
                    "check unless --allow-batch-dependent")
     p.add_argument("--bf16", action="store_true",

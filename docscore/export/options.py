@@ -106,7 +106,7 @@ class ExportOptions:
         attention: the body's attention implementation while exporting: ``eager`` (default: the fusible
             pattern) or ``sdpa``.
         optimize: add the ``optimized`` variant (ONNX Runtime transformer fusions), gated like fp32.
-        quantize: ``"int8"`` adds the static ``int8`` variant (NNCF post-training quantisation calibrated on the
+        quantize: one mode or several. ``"int8"`` adds the static ``int8`` variant (NNCF post-training quantisation calibrated on the
             verify texts, OpenVINO IR; batch-invariant); ``"int8-dynamic"`` adds ONNX Runtime's dynamic
             quantisation (built from the optimized graph when there is one), which is batch-dependent and is
             written only with ``allow_batch_dependent``. Both are judged on label agreement.
@@ -137,7 +137,7 @@ class ExportOptions:
     exporter: str = "legacy"
     attention: str = "eager"
     optimize: bool = False
-    quantize: str | None = None
+    quantize: tuple[str, ...] | str | None = None
     fp16: bool = False
     bf16: bool = False
     allow_batch_dependent: bool = False
@@ -161,8 +161,11 @@ class ExportOptions:
             raise ConfigError(f"exporter must be one of {EXPORTERS}, got {self.exporter!r}")
         if self.attention not in ATTENTIONS:
             raise ConfigError(f"attention must be one of {ATTENTIONS}, got {self.attention!r}")
-        if self.quantize is not None and self.quantize not in QUANTIZE_MODES:
-            raise ConfigError(f"quantize must be one of {QUANTIZE_MODES} or None, got {self.quantize!r}")
+        modes = (self.quantize,) if isinstance(self.quantize, str) else tuple(self.quantize or ())
+        self.quantize = tuple(dict.fromkeys(modes))
+        bad = [m for m in self.quantize if m not in QUANTIZE_MODES]
+        if bad:
+            raise ConfigError(f"quantize modes must be among {QUANTIZE_MODES}, got {bad}")
         if self.opset is not None and not 14 <= int(self.opset) <= 21:
             raise ConfigError(f"opset must be between 14 and 21, got {self.opset}")
         if self.trace_shape[0] < 2 or self.trace_shape[1] < 2:
@@ -190,8 +193,7 @@ class ExportOptions:
             out.append("optimized")
         if self.bf16:
             out.append("bf16")
-        if self.quantize:
-            out.append(self.quantize)
+        out += [m for m in QUANTIZE_MODES if m in self.quantize]
         if self.fp16:
             out.append("fp16")
         return tuple(out)
