@@ -318,8 +318,9 @@ def _fail(state, summary, shard, fp, error: Exception, options) -> None:
         raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
 
 
-# --- fault injection for the resume tests: DOCSCORE_FAILPOINT="<name>:<n>" kills the process (SIGKILL) on the
-# n-th time it reaches <name>. Names: part_committed, output_committed, shard_done.
+# --- fault injection for the resume and lock tests: DOCSCORE_FAILPOINT="<name>:<n>" kills the process (SIGKILL)
+# on the n-th time it reaches <name>; "<name>:<n>:wait=<path>" instead waits there until <path> exists (at most
+# 120 s). Names: part_committed, output_committed, shard_done.
 _FAILPOINT_HITS: dict[str, int] = {}
 
 
@@ -327,9 +328,16 @@ def _failpoint(name: str) -> None:
     spec = os.environ.get("DOCSCORE_FAILPOINT")
     if not spec or not spec.startswith(name + ":"):
         return
+    _, count, *action = spec.split(":", 2)
     _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
-    if _FAILPOINT_HITS[name] == int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _FAILPOINT_HITS[name] != int(count):
+        return
+    if action and action[0].startswith("wait="):
+        deadline = time.monotonic() + 120
+        while not os.path.exists(action[0][5:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Stop(Exception):
