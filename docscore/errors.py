@@ -88,14 +88,18 @@ class OutputError(DocscoreError):
         """A one-line message naming the path (``e.filename`` when the OS gave one, else ``path``) and what to
         do."""
         import errno
+        import os
         import re
 
-        code = e.errno
-        if code is None:  # pyarrow's errors carry the errno in their text: "... Detail: [errno 28] ..."
+        code, named, reason = e.errno, e.filename, e.strerror
+        if named is None:  # pyarrow: "Cannot create directory '/x/y'. Detail: [errno 30] Read-only file system"
             found = re.search(r"\[errno (\d+)\]", str(e))
-            code = int(found.group(1)) if found else None
-        path = e.filename or path or ""
-        reason = e.strerror or " ".join(str(e).split())
+            code = int(found.group(1)) if found else code
+            quoted = re.search(r"'(/[^']*)'", str(e))
+            named = quoted.group(1) if quoted else None
+            reason = os.strerror(code) if code else None
+        path = named or path or ""
+        reason = reason or " ".join(str(e).split())
         hint = {errno.ENOSPC: "free space and rerun: finished files are kept and the run resumes",
                 errno.EDQUOT: "free space and rerun: finished files are kept and the run resumes",
                 errno.EROFS: "the file system is read-only; pick another --output",
