@@ -385,8 +385,10 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
 def _read_pieces(batch: pa.Table, columns: list[str], schema: pa.Schema, read_batch_rows: int) -> Iterator[pa.Table]:
     """Read row ranges ``[start, stop)`` of input files, tagged with shard and row number. A read failure becomes
     one row with ``_docscore_read_error`` set, so the driver reports the file and the other files go on."""
-    for shard, path, rel, start, stop in zip(*(batch.column(c).to_pylist()
-                                               for c in ("shard", "path", "rel", "start", "stop"))):
+    n = batch.num_rows
+    rels = batch.column("rel").to_pylist() if "rel" in batch.column_names else [""] * n
+    for shard, path, rel, start, stop in zip(*(batch.column(c).to_pylist() for c in ("shard", "path")), rels,
+                                             *(batch.column(c).to_pylist() for c in ("start", "stop"))):
         row = start
         try:
             src = InputFile(path, hive_partitions(rel), columns, path=path)
