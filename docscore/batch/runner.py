@@ -257,7 +257,7 @@ def _plan(shards: list[Shard], state: RunState, options: ScoreOptions, summary: 
                             options.on_change)
                 if action != "rescored":
                     continue
-                state.discard(shard.rel)
+                state.staging.discard(shard.rel)  # the old output stays readable until the new one replaces it
             elif (state.out / shard.rel).is_file():
                 summary.files_skipped += 1
                 summary.skipped.append(shard.rel)
