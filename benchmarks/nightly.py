@@ -97,7 +97,8 @@ def main(argv=None) -> int:
     # two runs on one output (an overlapping cron job)
     src, out = night.archive(), night.out()
     release = night.work / "release"
-    first = subprocess.Popen(night.cmd(src, out, "--checkpoint-rows", "100"), cwd=ROOT, stdout=subprocess.DEVNULL,
+    parts = str(max(2, args.rows // 4))  # several committed parts per file
+    first = subprocess.Popen(night.cmd(src, out, "--checkpoint-rows", parts), cwd=ROOT, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1",
                                                               "DOCSCORE_FAILPOINT": f"part_committed:1:wait={release}"})
     while not list(out.rglob("part-00000.staged")) and first.poll() is None:
@@ -109,9 +110,9 @@ def main(argv=None) -> int:
 
     # a run killed mid-way, then the next night
     src, out = night.archive(), night.out()
-    killed = night.score(src, out, "--checkpoint-rows", "100", env={"DOCSCORE_FAILPOINT": "part_committed:5"})
+    killed = night.score(src, out, "--checkpoint-rows", parts, env={"DOCSCORE_FAILPOINT": "part_committed:6"})
     seen_killed = readers(out)
-    rerun = night.score(src, out, "--checkpoint-rows", "100")
+    rerun = night.score(src, out, "--checkpoint-rows", parts)
     row("SIGKILL, then rerun", [killed, rerun], f"{seen_killed} → {readers(out)}", total,
         "stale lock taken over, staging removed")
 
@@ -195,7 +196,7 @@ def main(argv=None) -> int:
         src, out = night.archive(), night.out()
         out.mkdir()
         copy = night.work / "full-disk-copy"
-        run = " ".join(night.cmd(src, out, "--checkpoint-rows", "100"))
+        run = " ".join(night.cmd(src, out, "--checkpoint-rows", parts))
         script = (f"mount -t tmpfs -o size=64k tmpfs {out} && {{ {run} 2>/dev/null; echo $? > {night.work}/rc1; }};"
                   f" mount -o remount,size=64m {out} && {{ {run}; echo $? > {night.work}/rc2; }}; cp -r {out} {copy}")
         subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, capture_output=True)

@@ -91,15 +91,13 @@ class OutputError(DocscoreError):
         import os
         import re
 
-        code, named, reason = e.errno, e.filename, e.strerror
-        if named is None:  # pyarrow: "Cannot create directory '/x/y'. Detail: [errno 30] Read-only file system"
+        code = e.errno
+        if code is None:  # pyarrow puts the errno in its text: "Cannot create directory '/x'. Detail: [errno 30] ..."
             found = re.search(r"\[errno (\d+)\]", str(e))
-            code = int(found.group(1)) if found else code
-            quoted = re.search(r"'(/[^']*)'", str(e))
-            named = quoted.group(1) if quoted else None
-            reason = os.strerror(code) if code else None
-        path = named or path or ""
-        reason = reason or " ".join(str(e).split())
+            code = int(found.group(1)) if found else None
+        quoted = re.search(r"'(/[^']*)'", str(e))
+        path = e.filename or (quoted.group(1) if quoted else None) or path or ""
+        reason = os.strerror(code) if code else " ".join(str(e).split())
         hint = {errno.ENOSPC: "free space and rerun: finished files are kept and the run resumes",
                 errno.EDQUOT: "free space and rerun: finished files are kept and the run resumes",
                 errno.EROFS: "the file system is read-only; pick another --output",

@@ -220,14 +220,23 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
         if shard not in todo:
             progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
                                else "failed")
+    failed = False
     try:
         if todo:
             execute(scorer, state, summary, todo)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        state.compact()
-        _account(shards, state, summary)
-        summary.wall_s = time.perf_counter() - t0
-        write_json_atomic(out / SUMMARY, summary.to_dict())
+        try:
+            state.compact()
+            _account(shards, state, summary)
+            summary.wall_s = time.perf_counter() - t0
+            write_json_atomic(out / SUMMARY, summary.to_dict())
+        except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
+            if not failed:
+                raise
+            log.info("could not record the run's state in %s either: %s", out, e)
     if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
         state.staging.remove_all()
         if summary.ok:
@@ -490,6 +499,10 @@ class _Pipeline:
                         current = None
                     _fail(self.state, self.summary, shard, fp, error, self.options)
                     self.progress.file_done(shard.rel, "failed")
+        except OSError as e:  # e.g. a full disk: name the file being written
+            if not e.filename and current is not None and current.get("tmp"):
+                e.filename = current["tmp"]
+            raise
         finally:
             if current is not None:
                 self._abort_part(current)

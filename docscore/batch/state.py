@@ -46,8 +46,12 @@ SUCCESS = "_SUCCESS"
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        e.filename = e.filename or str(tmp)
+        raise
 
 
 class RunState:
