@@ -100,7 +100,7 @@ class OutputError(DocscoreError):
         reason = os.strerror(code) if code else " ".join(str(e).split())
         hint = {errno.ENOSPC: "free space and rerun: finished files are kept and the run resumes",
                 errno.EDQUOT: "free space and rerun: finished files are kept and the run resumes",
-                errno.EROFS: "the file system is read-only; pick another --output",
+                errno.EROFS: "pick a writable --output",
                 errno.EACCES: "check the permissions or pick another --output",
                 errno.EPERM: "check the permissions or pick another --output"}.get(code, "fix it and rerun: "
                                                                                     "the run resumes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from docscore.batch.commit import WriterLock
 from docscore.errors import InputDataError
 from docscore.batch.state import RUN_MANIFEST, SUCCESS, SUMMARY
 
@@ -29,7 +30,10 @@ def last_run(out: str | Path) -> dict:
         return {}
     keys = ("scored", "skipped", "changed", "deleted", "failed", "schema_drift", "error_rate", "max_error_rate",
             "problems", "ok")
-    return {**{k: s.get(k) for k in keys}, "success_marker": (out / SUCCESS).exists()}
+    lock = WriterLock(out)
+    holder = lock.holder()
+    running = holder.describe() if holder is not None and not lock.is_stale(holder) else None
+    return {**{k: s.get(k) for k in keys}, "success_marker": (out / SUCCESS).exists(), "running": running}
 
 
 def summarize(out: str | Path, bins: int = 10) -> dict:

@@ -11,7 +11,8 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         name,
         help="summarise the outputs of docscore score",
         description="Label distribution, confidence histogram and per-row errors over every finished output "
-        "in OUT (read lazily with polars).",
+        "in OUT (read lazily with polars), and the last run's decisions: files scored, skipped, changed, deleted "
+        "and failed, error rate, schema drift.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("output", metavar="OUT", help="the --output directory of docscore score")
@@ -46,6 +47,8 @@ def run(args) -> int:
               f"{len(last['changed'] or [])} changed, {len(last['deleted'] or [])} deleted, "
               f"{len(last['failed'] or [])} failed; row error rate {last['error_rate'] or 0:.2%}; "
               + ("_SUCCESS" if last["success_marker"] else "no _SUCCESS"))
+        if last.get("running"):
+            print(f"  a run is in progress now: {last['running']}")
         for c in last["changed"] or []:
             print(f"  changed: {c['path']}: {c['action']}")
         for d in last["deleted"] or []:

@@ -282,8 +282,7 @@ def test_read_only_output_is_a_one_line_message_and_the_rerun_works(night1, bund
                          text=True, timeout=120)
     assert res.returncode == 5, res.stderr
     assert res.stderr.strip().splitlines() == [
-        f"docscore score: error: cannot create {out}/_docscore: Read-only file system; the file system is "
-        "read-only; pick another --output"]
+        f"docscore score: error: cannot create {out}/_docscore: Read-only file system; pick a writable --output"]
     res = subprocess.run(cmd(night1, bundle, out), cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and set(reader_rows(out).values()) == {75}
 

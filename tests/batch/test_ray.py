@@ -235,6 +235,16 @@ def test_dead_address_fails_fast_with_a_clear_message(bundle, archive, tmp_path,
     assert not (tmp_path / "out").exists(), "nothing is written before Ray answers"
 
 
+def test_ray_engine_takes_the_same_writer_lock(bundle, archive, ray_opts, tmp_path):
+    from docscore.batch.commit import WriterLock
+    from docscore.errors import LockHeldError
+
+    out = tmp_path / "out"
+    with WriterLock(out):
+        with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"):
+            score_files_ray([archive], bundle, out, ray_opts)
+
+
 _NO_RAY = """
 import os, sys
 sys.modules["ray"] = None  # as if Ray were not installed
