@@ -136,7 +136,8 @@ class InputFile:
     def num_rows(self) -> int:
         return self.metadata.num_rows
 
-    def iter_batches(self, columns: Sequence[str], batch_size: int, row_groups: Sequence[int]) -> Iterator[pa.RecordBatch]:
+    def iter_batches(self, columns: Sequence[str], batch_size: int,
+                     row_groups: Sequence[int]) -> Iterator[pa.RecordBatch]:
         """Record batches holding exactly ``columns`` (logical names), in that order."""
         file_cols = [c for c in columns if c not in self._partitions]
         fields = [self.schema.field(c) for c in columns]

@@ -25,21 +25,21 @@ import queue
 import signal
 import threading
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from docscore.batch.commit import DigestingFile, WriterLock, detect_change, stat_fingerprint
+from docscore.batch.commit import DigestingFile, WriterLock
 from docscore.batch.inputs import InputFile, Shard, discover
 from docscore.batch.options import ScoreOptions
+from docscore.batch.policy import account, handle_deleted, plan_shards, record_failure
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.batch.windows import cut_windows
 from docscore.bundle import Bundle, load_bundle
-from docscore.errors import DocscoreError, InputDataError, OutputError
+from docscore.errors import InputDataError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -213,8 +213,8 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
     summary.cleaned = len(state.staging.clean(
         keep={rel for rel, e in state.shards.items() if e.get("status") == "pending"}))
 
-    todo, total_rows = _plan(shards, state, options, summary)
-    _handle_deleted(shards, state, options, summary)
+    todo, total_rows = plan_shards(shards, state, options, summary)
+    handle_deleted(shards, state, options, summary)
     progress.start(len(shards), total_rows)
     for shard in shards:
         if shard not in todo:
@@ -230,7 +230,7 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
     finally:
         try:
             state.compact()
-            _account(shards, state, summary)
+            account(shards, state, summary)
             summary.wall_s = time.perf_counter() - t0
             write_json_atomic(out / SUMMARY, summary.to_dict())
         except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
@@ -244,87 +244,6 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
     for problem in summary.problems:
         log.warning("%s: %s", out, problem)
     return summary
-
-
-def _plan(shards: list[Shard], state: RunState, options: ScoreOptions, summary: RunSummary):
-    """Fingerprint every shard: skip finished unchanged ones; a changed finished one per ``on_change``."""
-    todo: dict[Shard, dict] = {}
-    total_rows = 0
-    for shard in shards:
-        entry = state.shards.get(shard.rel)
-        try:
-            fp = stat_fingerprint(shard.path)
-            changed, fp = detect_change(entry.get("fingerprint") if entry else None, fp, shard.path)
-        except OSError as e:
-            _fail(state, summary, shard, None, InputDataError(f"cannot read: {e}", path=shard.path), options)
-            continue
-        if entry and entry.get("status") == "done":
-            if changed:
-                action = {"rescore": "rescored", "refuse": "refused", "keep": "kept"}[options.on_change]
-                summary.changed.append({"path": str(shard.path), "output": shard.rel, "action": action})
-                log.warning("%s changed since it was scored: %s (--on-change %s)", shard.path, action,
-                            options.on_change)
-                if action != "rescored":
-                    continue
-                state.staging.discard(shard.rel)  # the old output stays readable until the new one replaces it
-            elif (state.out / shard.rel).is_file():
-                summary.files_skipped += 1
-                summary.skipped.append(shard.rel)
-                if fp != entry.get("fingerprint"):  # e.g. touched or copied: same digest, new mtime
-                    state.record(shard.rel, {**entry, "fingerprint": fp})
-                continue
-        elif entry and changed and entry.get("fingerprint"):
-            log.info("%s changed since its unfinished run; starting it over", shard.path)
-            state.discard(shard.rel)
-        todo[shard] = fp
-        try:
-            total_rows += pq.read_metadata(shard.path).num_rows
-        except Exception:  # noqa: BLE001 - an unreadable footer is reported when the shard is read
-            pass
-    return todo, total_rows
-
-
-def _handle_deleted(shards: list[Shard], state: RunState, options: ScoreOptions, summary: RunSummary) -> None:
-    """Outputs whose input file no longer exists: removed with ``prune``, else kept and reported."""
-    current = {s.rel for s in shards}
-    for rel, entry in sorted(state.shards.items()):
-        source = entry.get("input")
-        if rel in current or not source or os.path.exists(source):
-            continue
-        action = "pruned" if options.prune else "kept"
-        summary.deleted.append({"input": source, "output": rel, "action": action})
-        if options.prune:
-            log.warning("%s was deleted: removing its output %s", source, rel)
-            state.forget(rel)
-        else:
-            log.warning("%s was deleted but its output %s is kept (pass --prune to remove it)", source, rel)
-
-
-def _account(shards: list[Shard], state: RunState, summary: RunSummary) -> None:
-    """Row error rate over the outputs of this run's inputs, and per-file schema drift of the columns read."""
-    entries = [(s, state.shards[s.rel]) for s in shards if state.shards.get(s.rel, {}).get("status") == "done"]
-    for _, e in entries:
-        if "errors" in e:
-            summary.output_rows += e.get("rows", 0)
-            summary.output_errors += e["errors"]
-    typed = [(s, e["columns"]) for s, e in entries if e.get("columns")]
-    names = {n for _, cols in typed for n in cols}
-    expected = {n: Counter(cols[n] for _, cols in typed if n in cols).most_common(1)[0][0] for n in names}
-    for shard, cols in typed:
-        odd = {n: t for n, t in cols.items() if t != expected[n]}
-        if odd:
-            summary.schema_drift.append({"path": str(shard.path), "columns": odd,
-                                         "expected": {n: expected[n] for n in odd}})
-
-
-def _fail(state, summary, shard, fp, error: Exception, options) -> None:
-    log.error("%s", error)
-    summary.files_failed += 1
-    summary.failed.append({"path": str(shard.path), "error": str(error)})
-    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed",
-                             "error": str(error)})
-    if options.fail_fast:
-        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
 
 
 # --- fault injection for the resume and lock tests: DOCSCORE_FAILPOINT="<name>:<n>" kills the process (SIGKILL)
@@ -497,7 +416,7 @@ class _Pipeline:
                     if current is not None and current["shard"] == shard:
                         self._abort_part(current)
                         current = None
-                    _fail(self.state, self.summary, shard, fp, error, self.options)
+                    record_failure(self.state, self.summary, shard, fp, error, self.options)
                     self.progress.file_done(shard.rel, "failed")
         except OSError as e:  # e.g. a full disk: name the file being written
             if not e.filename and current is not None and current.get("tmp"):
