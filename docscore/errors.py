@@ -4,7 +4,12 @@ from __future__ import annotations
 
 
 class DocscoreError(Exception):
-    """Base class of every error docscore raises on purpose; the CLI prints it and exits non-zero."""
+    """Base class of every error docscore raises on purpose; the CLI prints it and exits non-zero.
+
+    Exit codes (README, "Running it every night"): 0 success; 1 partial (some files failed, were refused or
+    left stale, or the row error rate is above ``--max-error-rate``); 2 refused options or input (this class);
+    3 parity gate failed; 4 bad bundle; 5 I/O error on the output; 6 another run holds the output's lock.
+    """
 
     exit_code = 2
 
@@ -42,6 +47,8 @@ class CheckpointError(DocscoreError):
 class BundleError(DocscoreError):
     """A bundle is missing files, was tampered with, or does not match its manifest."""
 
+    exit_code = 4
+
 
 class ParityError(DocscoreError):
     """An exported variant disagrees with PyTorch beyond its tolerance; nothing was written."""
@@ -59,3 +66,49 @@ class ConfigError(DocscoreError):
 
 class ExportError(DocscoreError):
     """The exporter could not build a graph or a requested variant; nothing was written."""
+
+
+class OutputError(DocscoreError):
+    """The output cannot be written: read-only path, missing permission, full disk. Finished files are kept,
+    so a rerun once the cause is fixed resumes.
+
+    Args:
+        message: what failed and what to do.
+        path: the file or directory concerned.
+    """
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, path=None):
+        self.path = str(path) if path is not None else None
+        super().__init__(message)
+
+    @classmethod
+    def from_os(cls, e: OSError, action: str = "write", path=None) -> "OutputError":
+        """A one-line message naming the path (``e.filename`` when the OS gave one, else ``path``) and what to
+        do."""
+        import errno
+        import os
+        import re
+
+        code = e.errno
+        if code is None:  # pyarrow puts the errno in its text: "Cannot create directory '/x'. Detail: [errno 30] ..."
+            found = re.search(r"\[errno (\d+)\]", str(e))
+            code = int(found.group(1)) if found else None
+        quoted = re.search(r"'(/[^']*)'", str(e))
+        path = e.filename or (quoted.group(1) if quoted else None) or path or ""
+        reason = os.strerror(code) if code else " ".join(str(e).split())
+        hint = {errno.ENOSPC: "free space and rerun: finished files are kept and the run resumes",
+                errno.EDQUOT: "free space and rerun: finished files are kept and the run resumes",
+                errno.EROFS: "pick a writable --output",
+                errno.EACCES: "check the permissions or pick another --output",
+                errno.EPERM: "check the permissions or pick another --output"}.get(code, "fix it and rerun: "
+                                                                                    "the run resumes")
+        where = f" {path}" if path else ""
+        return cls(f"cannot {action}{where}: {reason}; {hint}", path=path or None)
+
+
+class LockHeldError(DocscoreError):
+    """Another run holds the output directory's writer lock."""
+
+    exit_code = 6

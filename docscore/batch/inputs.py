@@ -1,16 +1,23 @@
-"""INPUT arguments → shards (input file + output path relative to OUT), and input fingerprints."""
+"""INPUT arguments → shards (input file + output path relative to OUT), and an input file as the scorer sees it.
+
+Discovery follows ``pyarrow.dataset``, Spark and Hive: below a directory or glob root, a path with a component
+starting with ``_`` or ``.`` is skipped (``_temporary/``, ``.spark-staging/``, ``_SUCCESS``, ``.hidden.parquet``),
+and ``key=value`` folders are hive partitions whose keys read as string columns. A nested struct field is a
+column under its dotted path (``meta.body``)."""
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from docscore.errors import ConfigError, InputDataError
-
-_TAIL_BYTES = 1 << 16  # the Parquet footer (schema, row groups, statistics) lives at the end of the file
 
 
 @dataclass(frozen=True)
@@ -19,6 +26,25 @@ class Shard:
 
     path: Path
     rel: str
+
+    @property
+    def partitions(self) -> tuple[tuple[str, str], ...]:
+        """The hive ``key=value`` folders of ``rel``, outermost first."""
+        return hive_partitions(self.rel)
+
+
+def hive_partitions(rel: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for part in rel.split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            pairs.append((unquote(key), unquote(value)))
+    return tuple(pairs)
+
+
+def is_hidden(rel: str) -> bool:
+    """True for paths readers skip: any component starting with ``_`` or ``.``."""
+    return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
 
 def discover(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Shard]:
@@ -33,15 +59,19 @@ def discover(inputs: list[str | os.PathLike], exclude: Path | None = None) -> li
         if glob.has_magic(item):
             root = Path(_glob_root(item))
             found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
-                raise InputDataError(f"no files match {item!r}", path=item)
             pairs = [(p, p.relative_to(root).as_posix()) for p in found]
+            pairs = [(p, r) for p, r in pairs if not is_hidden(r)]
+            if not pairs:
+                raise InputDataError(f"no files match {item!r} (paths with a component starting with _ or . "
+                                     "are skipped)", path=item)
         elif Path(item).is_dir():
             root = Path(item)
             found = sorted(p for p in root.rglob("*.parquet") if p.is_file())
             pairs = [(p, p.relative_to(root).as_posix()) for p in found]
+            pairs = [(p, r) for p, r in pairs if not is_hidden(r)]
             if not pairs:
-                raise InputDataError(f"directory {item} holds no *.parquet files", path=item)
+                raise InputDataError(f"directory {item} holds no *.parquet files (paths with a component starting "
+                                     "with _ or . are skipped)", path=item)
         elif Path(item).is_file():
             pairs = [(Path(item), Path(item).name)]
         else:
@@ -76,11 +106,72 @@ def _inside(path: Path, directory: Path) -> bool:
         return False
 
 
-def fingerprint(path: str | os.PathLike) -> dict:
-    """Size, modification time and a hash of the footer: cheap, and any rewrite of a Parquet file changes it."""
-    st = os.stat(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        f.seek(max(0, st.st_size - _TAIL_BYTES))
-        h.update(f.read(_TAIL_BYTES))
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "tail_sha256": h.hexdigest()}
+class InputFile:
+    """One input Parquet file as the scorer sees it: the file's top-level columns, its hive partition keys (string
+    columns; a file column of the same name wins) and, when asked for, nested struct fields under dotted names.
+
+    Args:
+        source: a path or a file-like object (e.g. :class:`~docscore.batch.commit.DigestingFile`).
+        partitions: the shard's hive ``(key, value)`` pairs.
+        wanted: the columns the run needs; dotted names are looked up as struct paths.
+        path: the file's path, for messages.
+    """
+
+    def __init__(self, source, partitions: Sequence[tuple[str, str]] = (), wanted: Sequence[str] = (), path=None):
+        self.pf = pq.ParquetFile(source)
+        self.path = path if path is not None else source
+        self.metadata = self.pf.metadata
+        base = self.pf.schema_arrow
+        self._partitions = {k: v for k, v in partitions if k not in base.names}
+        self._nested: dict[str, pa.Field] = {}
+        for name in wanted:
+            if name not in base.names and name not in self._partitions and "." in name:
+                leaf = _struct_field(base, name.split("."))
+                if leaf is not None:
+                    self._nested[name] = leaf.with_name(name)
+        self.schema = pa.schema([*base, *self._nested.values(),
+                                 *(pa.field(k, pa.string()) for k in self._partitions)])
+
+    @property
+    def num_rows(self) -> int:
+        return self.metadata.num_rows
+
+    def iter_batches(self, columns: Sequence[str], batch_size: int,
+                     row_groups: Sequence[int]) -> Iterator[pa.RecordBatch]:
+        """Record batches holding exactly ``columns`` (logical names), in that order."""
+        file_cols = [c for c in columns if c not in self._partitions]
+        fields = [self.schema.field(c) for c in columns]
+        for batch in self.pf.iter_batches(batch_size=batch_size, row_groups=list(row_groups), columns=file_cols):
+            arrays = []
+            for c, f in zip(columns, fields):
+                if c in self._partitions:
+                    arrays.append(pa.array([self._partitions[c]] * batch.num_rows, pa.string()))
+                elif c in self._nested:
+                    arrays.append(_leaf(batch, c.split(".")))
+                else:
+                    arrays.append(batch.column(c))
+            yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _struct_field(schema, path: list[str]) -> pa.Field | None:
+    fields = schema
+    field = None
+    for name in path:
+        idx = fields.get_field_index(name) if hasattr(fields, "get_field_index") else -1
+        if idx < 0:
+            return None
+        field = fields.field(idx)
+        fields = field.type if pa.types.is_struct(field.type) else None
+        if fields is None and name != path[-1]:
+            return None
+    return field
+
+
+def _leaf(batch: pa.RecordBatch, path: list[str]) -> pa.Array:
+    """A struct path's values; a null struct gives a null value."""
+    import pyarrow.compute as pc
+
+    array = batch.column(path[0])
+    for name in path[1:]:
+        array = pc.struct_field(array, name)
+    return array

@@ -8,6 +8,7 @@ from docscore.errors import ConfigError
 
 LONG_DOCS = ("truncate", "chunk")
 CHUNK_AGGS = ("mean", "max")
+ON_CHANGE = ("rescore", "refuse", "keep")
 
 
 @dataclass(frozen=True)
@@ -15,10 +16,12 @@ class ScoreOptions:
     """How to read, batch, score and write documents.
 
     Args:
-        text_column: the column holding the document text.
+        text_column: the column holding the document text; a dotted path (``meta.body``) names a field of a
+            struct column. A ``binary`` column is decoded as UTF-8 (invalid bytes: a per-row error).
         id_column: a column copied to the output first (e.g. ``doc_id``); ``None`` copies none. Output rows are
             in input order either way, so the row position is always an id.
-        passthrough: more input columns copied to the output unchanged.
+        passthrough: more input columns copied to the output unchanged (hive partition keys such as ``date`` of
+            ``date=2026-11-27/`` folders and dotted struct paths included).
         device: ``cpu`` or ``cuda``. ``cuda`` fails loudly if ONNX Runtime cannot actually run on the GPU.
         variant: the bundle variant to run (``fp32``, ``optimized``, ``int8``, ``fp16``); ``None`` picks the
             fastest verified one for the device (CPU: int8 > optimized > fp32; CUDA: fp16 > optimized > fp32).
@@ -45,9 +48,16 @@ class ScoreOptions:
         checkpoint_rows: input rows per committed part of one shard: a kill loses at most this many rows of work.
         read_batch_rows: rows per Parquet record batch read (memory per read, not a scoring unit).
         queue_depth: prepared windows buffered between the tokenising, inference and writing threads.
-        overwrite: discard earlier outputs in the output directory when the bundle, the options or an input
-            changed, instead of refusing.
+        overwrite: discard earlier outputs in the output directory when the bundle or the options changed,
+            instead of refusing.
         fail_fast: stop at the first unreadable or malformed input file instead of scoring the others first.
+        on_change: an input whose content changed since it was scored: ``rescore`` (default) replaces its
+            output; ``refuse`` keeps the old output and fails the run (exit 1, no ``_SUCCESS``); ``keep`` keeps
+            the old output and succeeds. Either way the other files are scored and the decision is reported.
+        prune: remove the output (and manifest entry) of an input that was deleted. Without it the output is
+            kept, reported, and the run fails (exit 1, no ``_SUCCESS``): stale rows are never silently served.
+        max_error_rate: the run fails (exit 1, no ``_SUCCESS``) when more than this share of the output rows of
+            this run's inputs have a per-row ``error`` (null/empty text, bad type, invalid UTF-8).
     """
 
     text_column: str = "text"
@@ -72,6 +82,9 @@ class ScoreOptions:
     queue_depth: int = 4
     overwrite: bool = False
     fail_fast: bool = False
+    on_change: str = "rescore"
+    prune: bool = False
+    max_error_rate: float = 0.05
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,6 +93,10 @@ class ScoreOptions:
             raise ConfigError(f"long_docs must be one of {LONG_DOCS}, got {self.long_docs!r}")
         if self.chunk_agg not in CHUNK_AGGS:
             raise ConfigError(f"chunk_agg must be one of {CHUNK_AGGS}, got {self.chunk_agg!r}")
+        if self.on_change not in ON_CHANGE:
+            raise ConfigError(f"on_change must be one of {ON_CHANGE}, got {self.on_change!r}")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ConfigError(f"max_error_rate must be between 0 and 1, got {self.max_error_rate}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
         for name in ("token_budget", "max_batch_rows", "sort_window", "window_max_chars", "checkpoint_rows",
@@ -105,7 +122,8 @@ class ScoreOptions:
         """The options a finished output depends on, recorded in the run manifest. A rerun with different
         values is refused (or, with ``overwrite``, starts over), so resumed shards never mix two settings."""
         d = asdict(self)
-        for volatile in ("overwrite", "fail_fast", "queue_depth", "read_batch_rows", "extra", "arena", "io_binding"):
+        for volatile in ("overwrite", "fail_fast", "queue_depth", "read_batch_rows", "extra", "arena", "io_binding",
+                         "on_change", "prune", "max_error_rate"):
             d.pop(volatile)
         d["variant"] = variant
         d["passthrough"] = list(self.passthrough)

@@ -50,12 +50,12 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from docscore.batch.inputs import Shard
+from docscore.batch.commit import file_digest
+from docscore.batch.inputs import InputFile, Shard, hive_partitions
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import (_DONE, Progress, RunSummary, _committed_parts, _Pipeline, _RowStream, _Stop,
-                                   run_shards)
+from docscore.batch.runner import (_DONE, Progress, RunSummary, _Pipeline, _RowStream, _Stop,
+                                   _types, run_shards)
 from docscore.batch.scorer import UNK_WARN_FRACTION, Scorer, WindowStats
 from docscore.batch.state import RunState
 from docscore.bundle import Bundle
@@ -386,10 +386,14 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
 def _read_pieces(batch: pa.Table, columns: list[str], schema: pa.Schema, read_batch_rows: int) -> Iterator[pa.Table]:
     """Read row ranges ``[start, stop)`` of input files, tagged with shard and row number. A read failure becomes
     one row with ``_docscore_read_error`` set, so the driver reports the file and the other files go on."""
-    for shard, path, start, stop in zip(*(batch.column(c).to_pylist() for c in ("shard", "path", "start", "stop"))):
+    n = batch.num_rows
+    rels = batch.column("rel").to_pylist() if "rel" in batch.column_names else [""] * n
+    for shard, path, rel, start, stop in zip(*(batch.column(c).to_pylist() for c in ("shard", "path")), rels,
+                                             *(batch.column(c).to_pylist() for c in ("start", "stop"))):
         row = start
         try:
-            stream = _RowStream(pq.ParquetFile(path), start, columns, read_batch_rows, path)
+            src = InputFile(path, hive_partitions(rel), columns, path=path)
+            stream = _RowStream(src, start, columns, read_batch_rows, path)
             for rb in stream.take(stop - start):
                 table = pa.Table.from_batches([rb]).select(columns).cast(schema)
                 yield _tag(table, shard, row, None)
@@ -538,12 +542,16 @@ class _RayPipeline(_Pipeline):
 
     def _plan_shard(self, index: int, shard: Shard, fp: dict) -> _Planned:
         scorer, opts = self.real_scorer, self.options
-        pf = pq.ParquetFile(shard.path)
-        scorer.check_columns(pf.schema_arrow, path=shard.path)
-        input_schema = pa.schema([pf.schema_arrow.field(c) for c in scorer.input_columns()])
+        columns = scorer.input_columns()
+        src = InputFile(shard.path, shard.partitions, columns, path=shard.path)
+        pf = src.pf
+        scorer.check_columns(src.schema, path=shard.path)
+        input_schema = pa.schema([src.schema.field(c) for c in columns])
         n = pf.metadata.num_rows
         n_parts = max(1, -(-n // opts.checkpoint_rows))
-        done = _committed_parts(self.state.parts_dir(shard.rel), n_parts) if n_parts > 1 else 0
+        done = self.state.staging.committed_parts(shard.rel, n_parts) if n_parts > 1 else 0
+        # Ray's tasks read the rows on other processes: the content digest is one sequential read here
+        fp = {**fp, "sha256": file_digest(shard.path)}
         groups, first = [], 0
         for g in range(pf.metadata.num_row_groups):
             rows = pf.metadata.row_group(g).num_rows
@@ -561,7 +569,8 @@ class _RayPipeline(_Pipeline):
             for first, rows in p.row_groups:
                 lo, hi = max(first, start), first + rows
                 if lo < hi:
-                    pieces.append({"shard": p.index, "path": str(Path(p.shard.path).resolve()), "start": lo,
+                    pieces.append({"shard": p.index, "path": str(Path(p.shard.path).resolve()), "rel": p.shard.rel,
+                                   "start": lo,
                                    "stop": hi})
         stream = _OrderedRows(self._run_dataset(pieces, planned[0].input_schema) if pieces else iter(()))
         try:
@@ -623,7 +632,7 @@ class _RayPipeline(_Pipeline):
     def _feed_shard(self, p: _Planned, stream: "_OrderedRows") -> None:
         opts, shard = self.options, p.shard
         self._put(self.to_write, ("start", shard, {"fp": p.fp, "rows": p.rows, "parts": p.parts, "done": p.done,
-                                                   "schema": p.schema}))
+                                                   "schema": p.schema, "columns": _types(p.input_schema)}))
         row = p.done * opts.checkpoint_rows
         try:
             for part in range(p.done, p.parts):

@@ -4,11 +4,17 @@ Threads: a reader thread streams record batches, cuts sort windows and tokenises
 Rust without the GIL); the calling thread runs ONNX Runtime (which releases the GIL); a writer thread assembles
 output rows and writes Parquet. Bounded queues between them keep memory flat whatever the archive size.
 
-Crash safety: a shard is read in parts of ``checkpoint_rows`` input rows. Each part is written to a temporary
-name and renamed into ``OUT/_parts/<rel>/`` when whole; the finished parts are then copied into ``OUT/<rel>``
-(again via a temporary name) and the shard is marked done in the manifest. A shard of a single part skips the
-``_parts`` step. Window and batch boundaries depend only on the rows of a part, so a part scored after a restart
-is byte-identical to the one an uninterrupted run would have written. See :mod:`docscore.batch.state`.
+Crash safety: a shard is read in parts of ``checkpoint_rows`` input rows. Each part is written to an in-progress
+name under ``OUT/_docscore/staging/`` and renamed to a committed part when whole; the finished parts are then
+copied into one staged file that is renamed to ``OUT/<rel>``, and the shard is marked done in the manifest. A shard
+of a single part is renamed into place directly. Window and batch boundaries depend only on the rows of a part, so
+a part scored after a restart is byte-identical to the one an uninterrupted run would have written. One run at a
+time holds the output's lock, and each run first removes what killed runs left (:mod:`docscore.batch.commit`).
+See :mod:`docscore.batch.state` for the manifest.
+
+A night on a living archive (:func:`run_shards`): new inputs are scored, finished ones skipped, changed ones
+handled by ``options.on_change``, deleted ones by ``options.prune``; health (failed files, row error rate) decides
+``summary.ok`` and ``_SUCCESS``.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import shutil
 import signal
 import threading
 import time
@@ -26,13 +31,15 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from docscore.batch.inputs import Shard, discover, fingerprint
+from docscore.batch.commit import DigestingFile, WriterLock
+from docscore.batch.inputs import InputFile, Shard, discover
 from docscore.batch.options import ScoreOptions
+from docscore.batch.policy import account, handle_deleted, plan_shards, record_failure
 from docscore.batch.scorer import Scorer, WindowStats
-from docscore.batch.state import PARTS_DIR, SUCCESS, SUMMARY, RunState, same_content, write_json_atomic
+from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.batch.windows import cut_windows
 from docscore.bundle import Bundle, load_bundle
-from docscore.errors import ConfigError, DocscoreError, InputDataError
+from docscore.errors import InputDataError, OutputError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,15 @@ class RunSummary:
     files_skipped: int = 0  # shards already done by an earlier run
     files_failed: int = 0  # shards that could not be read
     failed: list = field(default_factory=list)  # [{"path": ..., "error": ...}]
+    scored: list = field(default_factory=list)  # output paths (relative to OUT) written in this call
+    skipped: list = field(default_factory=list)  # output paths already done and unchanged
+    changed: list = field(default_factory=list)  # [{"path", "output", "action": rescored|refused|kept}]
+    deleted: list = field(default_factory=list)  # [{"input", "output", "action": pruned|kept}]
+    schema_drift: list = field(default_factory=list)  # [{"path", "columns": {name: type}, "expected": {...}}]
+    output_rows: int = 0  # rows in the outputs of this call's inputs (scored now or earlier)
+    output_errors: int = 0  # of which with a per-row error
+    max_error_rate: float = 1.0
+    cleaned: int = 0  # files left by killed runs and removed at the start
     sequences: int = 0  # model inputs (rows, or chunks in chunk mode)
     tokens: int = 0  # real tokens fed to the model
     slots: int = 0  # padded token slots fed to the model
@@ -58,8 +74,29 @@ class RunSummary:
     output_dir: str = ""
 
     @property
+    def error_rate(self) -> float:
+        """Share of the output rows of this call's inputs that carry a per-row error."""
+        return self.output_errors / self.output_rows if self.output_rows else 0.0
+
+    @property
+    def problems(self) -> list[str]:
+        """Why the run is not healthy (empty when it is)."""
+        out = []
+        if self.files_failed:
+            out.append(f"{self.files_failed} file(s) failed")
+        refused = sum(c["action"] == "refused" for c in self.changed)
+        if refused:
+            out.append(f"{refused} changed input(s) refused (--on-change refuse): their outputs are stale")
+        kept = sum(d["action"] == "kept" for d in self.deleted)
+        if kept:
+            out.append(f"{kept} deleted input(s) still have outputs (pass --prune to remove them)")
+        if self.error_rate > self.max_error_rate:
+            out.append(f"row error rate {self.error_rate:.1%} is above --max-error-rate {self.max_error_rate:.1%}")
+        return out
+
+    @property
     def ok(self) -> bool:
-        return self.files_failed == 0
+        return not self.problems
 
     @property
     def pad_fraction(self) -> float:
@@ -86,7 +123,8 @@ class RunSummary:
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(pad_fraction=round(self.pad_fraction, 6), docs_per_s=round(self.docs_per_s, 3),
-                 tokens_per_s=round(self.tokens_per_s, 1), ok=self.ok)
+                 tokens_per_s=round(self.tokens_per_s, 1), ok=self.ok, error_rate=round(self.error_rate, 6),
+                 problems=self.problems, files_changed=len(self.changed), files_deleted=len(self.deleted))
         d["wall_s"] = round(self.wall_s, 3)
         return d
 
@@ -119,8 +157,9 @@ def score_files(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: st
 
     Raises:
         BundleError: the bundle fails its hash check. DeviceError: CUDA asked for but not used.
-        ConfigError: the output directory holds another bundle's or other options' outputs, or a finished
-        input changed since it was scored (unless ``options.overwrite``).
+        ConfigError: the output directory holds another bundle's or other options' outputs (unless
+        ``options.overwrite``). LockHeldError: another run is writing ``output_dir``. OutputError: the output
+        cannot be written (read-only, permissions, full disk); a rerun resumes.
     """
     options = options or ScoreOptions()
 
@@ -132,98 +171,86 @@ def score_files(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: st
 
 def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str | os.PathLike,
                options: ScoreOptions, progress: Progress | None, execute, load_scorer: bool = True) -> RunSummary:
-    """The commit protocol every engine shares: open (or resume) the run manifest, plan which shards to score,
-    let ``execute(scorer, state, summary, todo)`` score them, then write the summary and, when every shard is done,
-    ``_SUCCESS``. Local mode and the Ray engine differ only in ``execute``.
+    """The commit protocol every engine shares: take the output's writer lock, clean what killed runs left, open
+    (or resume) the run manifest, plan which shards to score (new, unfinished, changed per ``on_change``) and
+    which deleted inputs to prune, let ``execute(scorer, state, summary, todo)`` score them, then write the
+    summary and, when every shard is done and the run is healthy, ``_SUCCESS``. Local mode and the Ray engine
+    differ only in ``execute``.
 
     Args:
         load_scorer: load the ONNX session here (False where only remote workers can, e.g. a CUDA cluster).
+
+    Raises:
+        LockHeldError: another run holds the output. OutputError: the output cannot be written (read-only,
+        permissions, full disk); a rerun resumes.
     """
     t0 = time.perf_counter()
     progress = progress or Progress()
+    out = Path(output_dir)
+    shards = discover(inputs, exclude=out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = WriterLock(out).acquire()
+    except OSError as e:
+        raise OutputError.from_os(e, "create", path=out) from e
+    try:
+        return _run_locked(shards, bundle, out, options, progress, execute, load_scorer, t0)
+    except OSError as e:
+        raise OutputError.from_os(e, path=out) from e
+    finally:
+        lock.release()
+
+
+def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Progress, execute, load_scorer,
+                t0) -> RunSummary:
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     scorer = Scorer(bundle, options)
     if load_scorer:
         scorer.load()
-    out = Path(output_dir)
-    shards = discover(inputs, exclude=out)
     bundle_info = {"path": str(bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
     state = RunState.open(out, bundle_info, options.fingerprint(scorer.variant), options.overwrite)
     (out / SUCCESS).unlink(missing_ok=True)
-    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=str(out))
+    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=str(out),
+                         max_error_rate=options.max_error_rate)
+    summary.cleaned = len(state.staging.clean(
+        keep={rel for rel, e in state.shards.items() if e.get("status") == "pending"}))
 
-    todo, total_rows = _plan(shards, state, options, summary)
+    todo, total_rows = plan_shards(shards, state, options, summary)
+    handle_deleted(shards, state, options, summary)
     progress.start(len(shards), total_rows)
     for shard in shards:
         if shard not in todo:
             progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
                                else "failed")
+    failed = False
     try:
         if todo:
             execute(scorer, state, summary, todo)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        state.compact()
-        summary.wall_s = time.perf_counter() - t0
-        write_json_atomic(out / SUMMARY, summary.to_dict())
+        try:
+            state.compact()
+            account(shards, state, summary)
+            summary.wall_s = time.perf_counter() - t0
+            write_json_atomic(out / SUMMARY, summary.to_dict())
+        except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
+            if not failed:
+                raise
+            log.info("could not record the run's state in %s either: %s", out, e)
     if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
-        (out / SUCCESS).write_text("")
-        parts = out / PARTS_DIR
-        if parts.is_dir() and not any(p.is_file() for p in parts.rglob("*")):
-            shutil.rmtree(parts, ignore_errors=True)
+        state.staging.remove_all()
+        if summary.ok:
+            (out / SUCCESS).write_text("")
+    for problem in summary.problems:
+        log.warning("%s: %s", out, problem)
     return summary
 
 
-def _plan(shards: list[Shard], state: RunState, options: ScoreOptions, summary: RunSummary):
-    """Fingerprint every shard: skip finished ones, refuse changed finished ones (unless overwrite)."""
-    todo: dict[Shard, dict] = {}
-    changed = []
-    total_rows = 0
-    for shard in shards:
-        entry = state.shards.get(shard.rel)
-        try:
-            fp = fingerprint(shard.path)
-        except OSError as e:
-            _fail(state, summary, shard, None, InputDataError(f"cannot read: {e}", path=shard.path), options)
-            continue
-        if entry and entry.get("status") == "done":
-            if not same_content(entry.get("fingerprint"), fp):
-                changed.append(shard)
-                continue
-            if (state.out / shard.rel).is_file():
-                summary.files_skipped += 1
-                continue
-        if entry and entry.get("status") != "done" and not same_content(entry.get("fingerprint"), fp):
-            log.info("%s changed since its unfinished run; starting it over", shard.path)
-            state.discard(shard.rel)
-        todo[shard] = fp
-        try:
-            total_rows += pq.read_metadata(shard.path).num_rows
-        except Exception:  # noqa: BLE001 - an unreadable footer is reported when the shard is read
-            pass
-    if changed:
-        if not options.overwrite:
-            names = ", ".join(str(s.path) for s in changed[:5]) + (" ..." if len(changed) > 5 else "")
-            raise ConfigError(f"{len(changed)} input file(s) changed since they were scored into "
-                              f"{state.out}: {names}. Rerun with --overwrite to score them again")
-        for shard in changed:
-            log.warning("%s changed since it was scored; scoring it again (--overwrite)", shard.path)
-            state.discard(shard.rel)
-            todo[shard] = fingerprint(shard.path)
-    return {s: todo[s] for s in shards if s in todo}, total_rows
-
-
-def _fail(state, summary, shard, fp, error: Exception, options) -> None:
-    log.error("%s", error)
-    summary.files_failed += 1
-    summary.failed.append({"path": str(shard.path), "error": str(error)})
-    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed",
-                             "error": str(error)})
-    if options.fail_fast:
-        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
-
-
-# --- fault injection for the resume tests: DOCSCORE_FAILPOINT="<name>:<n>" kills the process (SIGKILL) on the
-# n-th time it reaches <name>. Names: part_committed, output_committed, shard_done.
+# --- fault injection for the resume and lock tests: DOCSCORE_FAILPOINT="<name>:<n>" kills the process (SIGKILL)
+# on the n-th time it reaches <name>; "<name>:<n>:wait=<path>" instead waits there until <path> exists (at most
+# 120 s). Names: part_committed, output_committed, shard_done.
 _FAILPOINT_HITS: dict[str, int] = {}
 
 
@@ -231,9 +258,16 @@ def _failpoint(name: str) -> None:
     spec = os.environ.get("DOCSCORE_FAILPOINT")
     if not spec or not spec.startswith(name + ":"):
         return
+    _, count, *action = spec.split(":", 2)
     _FAILPOINT_HITS[name] = _FAILPOINT_HITS.get(name, 0) + 1
-    if _FAILPOINT_HITS[name] == int(spec.rsplit(":", 1)[1]):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _FAILPOINT_HITS[name] != int(count):
+        return
+    if action and action[0].startswith("wait="):
+        deadline = time.monotonic() + 120
+        while not os.path.exists(action[0][5:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class _Stop(Exception):
@@ -316,23 +350,26 @@ class _Pipeline:
 
     def _read_shard(self, shard: Shard, fp: dict) -> None:
         scorer, opts = self.scorer, self.options
-        pf = pq.ParquetFile(shard.path)
-        scorer.check_columns(pf.schema_arrow, path=shard.path)
         columns = scorer.input_columns()
-        schema = scorer.output_schema(pa.schema([pf.schema_arrow.field(c) for c in columns]))
-        n = pf.metadata.num_rows
-        n_parts = max(1, -(-n // opts.checkpoint_rows))
-        done = _committed_parts(self.state.parts_dir(shard.rel), n_parts) if n_parts > 1 else 0
-        self._put(self.to_infer, ("start", shard, {"fp": fp, "rows": n, "parts": n_parts, "done": done,
-                                                   "schema": schema}))
-        stream = _RowStream(pf, done * opts.checkpoint_rows, columns, opts.read_batch_rows, shard.path)
-        for part in range(done, n_parts):
-            count = min(opts.checkpoint_rows, n - part * opts.checkpoint_rows)
-            for window in cut_windows(stream.take(count), scorer.window_lengths, opts.sort_window,
-                                      opts.window_max_chars):
-                self._put(self.to_infer, ("window", shard, scorer.prepare(window)))
-            self._put(self.to_infer, ("part", shard, part))
-        self._put(self.to_infer, ("end", shard, None))
+        with DigestingFile(shard.path) as source:  # the content digest, computed as the file is read
+            src = InputFile(source, shard.partitions, columns, path=shard.path)
+            source.start()
+            scorer.check_columns(src.schema, path=shard.path)
+            input_schema = pa.schema([src.schema.field(c) for c in columns])
+            schema = scorer.output_schema(input_schema)
+            n = src.num_rows
+            n_parts = max(1, -(-n // opts.checkpoint_rows))
+            done = self.state.staging.committed_parts(shard.rel, n_parts) if n_parts > 1 else 0
+            self._put(self.to_infer, ("start", shard, {"fp": fp, "rows": n, "parts": n_parts, "done": done,
+                                                       "schema": schema, "columns": _types(input_schema)}))
+            stream = _RowStream(src, done * opts.checkpoint_rows, columns, opts.read_batch_rows, shard.path)
+            for part in range(done, n_parts):
+                count = min(opts.checkpoint_rows, n - part * opts.checkpoint_rows)
+                for window in cut_windows(stream.take(count), scorer.window_lengths, opts.sort_window,
+                                          opts.window_max_chars):
+                    self._put(self.to_infer, ("window", shard, scorer.prepare(window)))
+                self._put(self.to_infer, ("part", shard, part))
+            self._put(self.to_infer, ("end", shard, {"sha256": source.hexdigest()}))
 
     # --- stage 2: inference -----------------------------------------------------------------------------------
 
@@ -372,6 +409,8 @@ class _Pipeline:
                 elif kind == "part":
                     self._commit_part(current, payload)
                 elif kind == "end":
+                    if payload and payload.get("sha256"):
+                        current["fp"] = {**current["fp"], "sha256": payload["sha256"]}
                     self._commit_shard(current)
                     current = None
                 elif kind == "error":
@@ -379,45 +418,50 @@ class _Pipeline:
                     if current is not None and current["shard"] == shard:
                         self._abort_part(current)
                         current = None
-                    _fail(self.state, self.summary, shard, fp, error, self.options)
+                    record_failure(self.state, self.summary, shard, fp, error, self.options)
                     self.progress.file_done(shard.rel, "failed")
+        except OSError as e:  # e.g. a full disk: name the file being written
+            if not e.filename and current is not None and current.get("tmp"):
+                e.filename = current["tmp"]
+            raise
         finally:
             if current is not None:
                 self._abort_part(current)
 
-    def _part_target(self, current: dict, part: int) -> Path:
-        rel = current["shard"].rel
-        if current["parts"] == 1:
-            return self.state.out / rel
-        return self.state.parts_dir(rel) / f"part-{part:05d}.parquet"
-
     def _open_part(self, current: dict) -> None:
         part = current.get("part", current["done"])
-        target = self._part_target(current, part)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        current["tmp"] = target.with_name(target.name + ".tmp")
-        current["writer"] = pq.ParquetWriter(current["tmp"], current["schema"])
+        staging = self.state.staging
+        current["tmp"] = staging.inprogress(current["shard"].rel, f"part-{part:05d}")
+        current["writer"] = pq.ParquetWriter(current["tmp"], current["schema"], filesystem=staging.fs)
 
     def _commit_part(self, current: dict, part: int) -> None:
         if current["writer"] is None:  # an empty input: an empty output with the right schema
             current["part"] = part
             self._open_part(current)
         current["writer"].close()
-        os.replace(current["tmp"], self._part_target(current, part))
+        rel = current["shard"].rel
+        if current["parts"] == 1:
+            self.state.staging.publish(current["tmp"], rel)
+        else:
+            self.state.staging.commit_part(current["tmp"], rel, part)
         current["writer"] = current["tmp"] = None
         current["part"] = part + 1
         _failpoint("part_committed")
 
     def _commit_shard(self, current: dict) -> None:
-        shard = current["shard"]
+        shard, staging = current["shard"], self.state.staging
         final = self.state.out / shard.rel
         if current["parts"] > 1:
-            _merge_parts(self.state.parts_dir(shard.rel), current["parts"], final, current["schema"])
+            _merge_parts(staging, shard.rel, current["parts"], current["schema"])
         _failpoint("output_committed")
+        errors = pq.read_table(final, columns=["error"]).column("error")
         self.state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": current["fp"],
-                                      "status": "done", "rows": current["rows"], "parts": current["parts"]})
-        shutil.rmtree(self.state.parts_dir(shard.rel), ignore_errors=True)
+                                      "status": "done", "rows": current["rows"], "parts": current["parts"],
+                                      "errors": len(errors) - errors.null_count,
+                                      "columns": current.get("columns", {})})
+        staging.discard(shard.rel)
         self.summary.files += 1
+        self.summary.scored.append(shard.rel)
         self.progress.file_done(shard.rel, "done")
         _failpoint("shard_done")
 
@@ -428,41 +472,39 @@ class _Pipeline:
             except Exception:  # noqa: BLE001 - the file is being thrown away
                 pass
         if current.get("tmp") is not None:
-            Path(current["tmp"]).unlink(missing_ok=True)
+            try:
+                self.state.staging.fs.delete_file(current["tmp"])
+            except OSError:
+                pass  # removed by the next run's clean-up
         current["writer"] = current["tmp"] = None
 
 
-def _committed_parts(parts_dir: Path, n_parts: int) -> int:
-    """How many leading parts are already committed (a part exists only once it was renamed into place)."""
-    done = 0
-    while done < n_parts and (parts_dir / f"part-{done:05d}.parquet").is_file():
-        done += 1
-    return done
+def _types(schema: pa.Schema) -> dict[str, str]:
+    return {f.name: str(f.type) for f in schema}
 
 
-def _merge_parts(parts_dir: Path, n_parts: int, final: Path, schema: pa.Schema) -> None:
-    """Copy committed parts, row group by row group, into the shard's output (via a temporary name)."""
-    tmp = final.with_name(final.name + ".tmp")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    with pq.ParquetWriter(tmp, schema) as writer:
+def _merge_parts(staging, rel: str, n_parts: int, schema: pa.Schema) -> None:
+    """Copy committed parts, row group by row group, into the shard's output (via an in-progress name)."""
+    tmp = staging.inprogress(rel, "output")
+    with pq.ParquetWriter(tmp, schema, filesystem=staging.fs) as writer:
         for part in range(n_parts):
-            pf = pq.ParquetFile(parts_dir / f"part-{part:05d}.parquet")
+            pf = pq.ParquetFile(staging.fs.open_input_file(staging.part(rel, part)))
             for rg in range(pf.num_row_groups):
                 writer.write_table(pf.read_row_group(rg))
-    os.replace(tmp, final)
+    staging.publish(tmp, rel)
 
 
 class _RowStream:
     """Record batches of one file from row ``start`` on, handed out in exact row counts (``take``)."""
 
-    def __init__(self, pf: pq.ParquetFile, start: int, columns: list[str], batch_rows: int, path):
+    def __init__(self, pf: InputFile, start: int, columns: list[str], batch_rows: int, path):
         md = pf.metadata
         first, before = 0, 0
         while first < md.num_row_groups and before + md.row_group(first).num_rows <= start:
             before += md.row_group(first).num_rows
             first += 1
         groups = list(range(first, md.num_row_groups))
-        self._it = pf.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns) if groups else iter(())
+        self._it = pf.iter_batches(columns, batch_rows, groups) if groups else iter(())
         self._skip = start - before
         self._pending = None
         self._path = path

@@ -3,8 +3,8 @@
 Layout of ``OUT``::
 
     OUT/<rel>.parquet             one output per input shard (same relative path), renamed into place when whole
-    OUT/_parts/<rel>/part-NNNNN.parquet
-                                  committed parts of a shard still in progress (checkpoint_rows input rows each)
+    OUT/_docscore/                the writer lock and the staging of shards in progress (see
+                                  :mod:`docscore.batch.commit`): no reader counts anything there as data
     OUT/_docscore_run.json        the run manifest (below), rewritten atomically at the start and end of a run
     OUT/_docscore_journal.jsonl   shard events since the last rewrite, one JSON line each, appended and flushed
     OUT/_docscore_summary.json    the last run's summary (rows, errors, docs/s, tokens/s, pad fraction, ...)
@@ -16,8 +16,9 @@ Layout of ``OUT``::
       "format": "docscore-run/1",
       "bundle": {"path": ..., "sha256": ..., "variant": ...},
       "options": {...the ScoreOptions outputs depend on...},
-      "shards": {"<rel>": {"input": <path>, "fingerprint": {"size", "mtime_ns", "tail_sha256"},
-                           "status": "pending" | "done" | "failed", "rows": N, "parts": P, "error": ...}}
+      "shards": {"<rel>": {"input": <path>, "fingerprint": {"size", "mtime_ns", "tail_sha256", "sha256"},
+                           "status": "pending" | "done" | "failed", "rows": N, "parts": P, "errors": E,
+                           "columns": {name: arrow type}, "error": ...}}
     }
 
 The journal keeps a rerun's bookkeeping O(1) per shard on archives of thousands of files; a torn last line
@@ -29,9 +30,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
+from docscore.batch.commit import Staging
 from docscore.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -41,18 +42,16 @@ RUN_MANIFEST = "_docscore_run.json"
 JOURNAL = "_docscore_journal.jsonl"
 SUMMARY = "_docscore_summary.json"
 SUCCESS = "_SUCCESS"
-PARTS_DIR = "_parts"
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def same_content(a: dict | None, b: dict | None) -> bool:
-    """Fingerprints match on size and footer hash; a copy that only changed the mtime is the same input."""
-    return bool(a and b) and a.get("size") == b.get("size") and a.get("tail_sha256") == b.get("tail_sha256")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        e.filename = e.filename or str(tmp)
+        raise
 
 
 class RunState:
@@ -62,6 +61,7 @@ class RunState:
         self.out = out
         self.header = header
         self.shards = shards
+        self.staging = Staging(out)
         self._journal = None
 
     @classmethod
@@ -118,13 +118,20 @@ class RunState:
                     event = json.loads(line)
                 except ValueError:
                     continue  # torn last line of a killed run
-                shards[event["rel"]] = event["entry"]
+                if event["entry"] is None:
+                    shards.pop(event["rel"], None)
+                else:
+                    shards[event["rel"]] = event["entry"]
         header = {k: v for k, v in data.items() if k != "shards"}
         return cls(out, header, shards)
 
-    def record(self, rel: str, entry: dict) -> None:
-        """Set a shard's entry and append it to the journal (flushed: it survives the process being killed)."""
-        self.shards[rel] = entry
+    def record(self, rel: str, entry: dict | None) -> None:
+        """Set a shard's entry (``None`` removes it) and append it to the journal (flushed: it survives the
+        process being killed)."""
+        if entry is None:
+            self.shards.pop(rel, None)
+        else:
+            self.shards[rel] = entry
         if self._journal is None:
             self._journal = open(self.out / JOURNAL, "a", encoding="utf-8")
         self._journal.write(json.dumps({"rel": rel, "entry": entry}) + "\n")
@@ -143,18 +150,20 @@ class RunState:
             self._journal.close()
             self._journal = None
 
-    def parts_dir(self, rel: str) -> Path:
-        return self.out / PARTS_DIR / rel
-
     def discard(self, rel: str) -> None:
         """Remove a shard's output and committed parts."""
         (self.out / rel).unlink(missing_ok=True)
-        shutil.rmtree(self.parts_dir(rel), ignore_errors=True)
+        self.staging.discard(rel)
         self.shards.pop(rel, None)
+
+    def forget(self, rel: str) -> None:
+        """Remove a shard's output, then its entry (journaled), e.g. when its input was deleted (``prune``)."""
+        self.discard(rel)
+        self.record(rel, None)
 
     def discard_all(self) -> None:
         for rel in list(self.shards):
             self.discard(rel)
-        shutil.rmtree(self.out / PARTS_DIR, ignore_errors=True)
+        self.staging.remove_all()
         for name in (RUN_MANIFEST, JOURNAL, SUMMARY, SUCCESS):
             (self.out / name).unlink(missing_ok=True)

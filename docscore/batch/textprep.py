@@ -23,6 +23,32 @@ _SAFE_TAIL = re.compile(r" +[^ ]+ ")
 
 NULL_TEXT = "null text"
 EMPTY_TEXT = "empty text"
+INVALID_UTF8 = "invalid UTF-8 in binary text"
+
+
+def _is_binary(typ: pa.DataType) -> bool:
+    return pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_binary_view(typ) or (
+        pa.types.is_dictionary(typ) and pa.types.is_binary(typ.value_type))
+
+
+def _decode_binary(column) -> tuple[list, list]:
+    """UTF-8 texts from a binary column (schema drift upstream often stores text as bytes); a value that is not
+    valid UTF-8 is a per-row error, never a failed file."""
+    texts, errors = [], []
+    for b in column.to_pylist():
+        if b is None:
+            texts.append(None)
+            errors.append(NULL_TEXT)
+            continue
+        try:
+            t = b.decode("utf-8")
+        except UnicodeDecodeError:
+            texts.append(None)
+            errors.append(INVALID_UTF8)
+            continue
+        texts.append(t)
+        errors.append(EMPTY_TEXT if t == "" else None)
+    return texts, errors
 
 
 def text_values(column: pa.ChunkedArray | pa.Array) -> tuple[list, list]:
@@ -30,9 +56,12 @@ def text_values(column: pa.ChunkedArray | pa.Array) -> tuple[list, list]:
 
     Returns:
         ``(texts, errors)``: ``texts[i]`` is a ``str`` or ``None``; ``errors[i]`` is ``None`` for a usable
-        text, else ``"null text"``, ``"empty text"`` or ``"non-string text: <arrow type>"``.
+        text, else ``"null text"``, ``"empty text"``, ``"invalid UTF-8 in binary text"`` (binary columns are
+        decoded as UTF-8) or ``"non-string text: <arrow type>"``.
     """
     typ = column.type
+    if _is_binary(typ):
+        return _decode_binary(column)
     if pa.types.is_dictionary(typ) and pa.types.is_string(typ.value_type) or pa.types.is_string_view(typ):
         column = column.cast(pa.string())
         typ = column.type
@@ -51,6 +80,10 @@ def char_lengths(column: pa.ChunkedArray | pa.Array, cap: int | None = None):
     import numpy as np
 
     typ = column.type
+    if _is_binary(typ):  # bytes bound the characters: a window of binary texts only closes earlier
+        lens = pc.fill_null(pc.binary_length(column.cast(pa.large_binary())), 0)
+        out = np.asarray(lens.to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.minimum(out, cap) if cap else out
     if pa.types.is_dictionary(typ) or pa.types.is_string_view(typ):
         try:
             column = column.cast(pa.string())

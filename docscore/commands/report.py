@@ -11,7 +11,8 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         name,
         help="summarise the outputs of docscore score",
         description="Label distribution, confidence histogram and per-row errors over every finished output "
-        "in OUT (read lazily with polars).",
+        "in OUT (read lazily with polars), and the last run's decisions: files scored, skipped, changed, deleted "
+        "and failed, error rate, schema drift.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("output", metavar="OUT", help="the --output directory of docscore score")
@@ -40,4 +41,22 @@ def run(args) -> int:
             print(f"  {b['bin_low']:.1f}-{b['bin_high']:.1f} {b['rows']:>8,} {'#' * round(30 * b['rows'] / peak)}")
     for reason, n in rep["errors"].items():
         print(f"error: {reason}: {n:,} row(s)")
+    last = rep.get("last_run") or {}
+    if last:
+        print(f"last run: {len(last['scored'] or [])} scored, {len(last['skipped'] or [])} skipped, "
+              f"{len(last['changed'] or [])} changed, {len(last['deleted'] or [])} deleted, "
+              f"{len(last['failed'] or [])} failed; row error rate {last['error_rate'] or 0:.2%}; "
+              + ("_SUCCESS" if last["success_marker"] else "no _SUCCESS"))
+        if last.get("running"):
+            print(f"  a run is in progress now: {last['running']}")
+        for c in last["changed"] or []:
+            print(f"  changed: {c['path']}: {c['action']}")
+        for d in last["deleted"] or []:
+            print(f"  deleted: {d['input']}: output {d['output']} {d['action']}")
+        for f in last["failed"] or []:
+            print(f"  failed: {f['path']}: {f['error']}")
+        for d in last["schema_drift"] or []:
+            print(f"  schema drift: {d['path']}: {d['columns']} (most files: {d['expected']})")
+        for p in last["problems"] or []:
+            print(f"  NOT OK: {p}")
     return 0

@@ -17,16 +17,23 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         help="score Parquet archives with an ONNX bundle (no torch needed)",
         description="Score every document of INPUT Parquet files with an exported bundle. Writes one Parquet file "
         "per input shard into OUT (same relative path, same row order), a run manifest, a JSON summary and "
-        "_SUCCESS. Rerunning the same command resumes: finished shards are skipped, unfinished ones redone.",
+        "_SUCCESS. Rerunning the same command resumes: finished shards are skipped, unfinished ones redone. "
+        "One run at a time per OUT. Paths with a component starting with _ or . are skipped; hive key=value "
+        "folders are columns. Exit codes: 0 success, 1 partial (failed/refused/stale files or row error rate above "
+        "--max-error-rate), 2 refused options or input, 4 bad bundle, 5 output I/O error, 6 OUT locked by "
+        "another run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="Parquet file, directory (every *.parquet below it) or glob (quote it)")
     p.add_argument("--model", "-m", required=True, metavar="BUNDLE", help="bundle directory from export-onnx")
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory")
-    p.add_argument("--text-column", default=_D.text_column, help="column holding the document text")
+    p.add_argument("--text-column", default=_D.text_column,
+                   help="column holding the document text; a dotted path (meta.body) names a struct field; "
+                   "binary columns are decoded as UTF-8")
     p.add_argument("--id-column", default=None, help="column copied to the output first (e.g. doc_id)")
-    p.add_argument("--passthrough", nargs="+", default=[], metavar="COL", help="more columns copied unchanged")
+    p.add_argument("--passthrough", nargs="+", default=[], metavar="COL",
+                   help="more columns copied unchanged (hive partition keys and dotted struct paths included)")
     p.add_argument("--device", default=_D.device, choices=["cpu", "cuda"],
                    help="cuda fails (never falls back to CPU) when ONNX Runtime cannot run on the GPU")
     p.add_argument("--variant", default=None, choices=["fp32", "optimized", "int8", "fp16"],
@@ -51,7 +58,14 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--io-binding", default=None, action=argparse.BooleanOptionalAction,
                    help="bind inputs/outputs to the device (default: on for cuda, off for cpu)")
     p.add_argument("--overwrite", action="store_true",
-                   help="discard OUT's earlier outputs when the bundle, options or inputs changed (else refuse)")
+                   help="discard OUT's earlier outputs when the bundle or options changed (else refuse)")
+    p.add_argument("--on-change", default=_D.on_change, choices=["rescore", "refuse", "keep"],
+                   help="an input changed since it was scored: rescore it; refuse (keep the old output, exit 1, "
+                   "no _SUCCESS); keep (keep the old output, exit 0). Other files are scored either way")
+    p.add_argument("--prune", action="store_true",
+                   help="remove the outputs of deleted inputs (default: keep them, report them, exit 1)")
+    p.add_argument("--max-error-rate", type=float, default=_D.max_error_rate, metavar="RATE",
+                   help="exit 1 (no _SUCCESS) when more than this share of the output rows have a per-row error")
     p.add_argument("--fail-fast", action="store_true",
                    help="stop at the first unreadable file (default: score the others, exit 1 at the end)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
@@ -75,7 +89,8 @@ def options_from_args(args) -> ScoreOptions:
         token_budget=args.token_budget, max_batch_rows=args.max_batch_rows, sort_window=args.sort_window,
         long_docs=args.long_docs, chunk_overlap=args.chunk_overlap, chunk_agg=args.chunk_agg,
         clip_chars_per_token=args.clip_chars_per_token, checkpoint_rows=args.checkpoint_rows,
-        overwrite=args.overwrite, fail_fast=args.fail_fast,
+        overwrite=args.overwrite, fail_fast=args.fail_fast, on_change=args.on_change, prune=args.prune,
+        max_error_rate=args.max_error_rate,
     )
 
 
@@ -142,4 +157,14 @@ def render_summary(s) -> str:
     ]
     for f in s.failed:
         lines.append(f"  failed: {f['path']}: {f['error']}")
+    for c in s.changed:
+        lines.append(f"  changed: {c['path']}: {c['action']}")
+    for d in s.deleted:
+        lines.append(f"  deleted: {d['input']}: output {d['output']} {d['action']}")
+    for d in s.schema_drift:
+        lines.append(f"  schema drift: {d['path']}: {d['columns']} (most files: {d['expected']})")
+    if s.cleaned:
+        lines.append(f"  removed {s.cleaned} file(s) left by an interrupted run")
+    lines.append(f"row error rate {s.error_rate:.2%} (max {s.max_error_rate:.2%})"
+                 + ("" if s.ok else "; NOT OK: " + "; ".join(s.problems)))
     return "\n".join(lines)

@@ -89,7 +89,7 @@ def bad_archive(tmp_path):
 def ray_opts() -> ScoreOptions:
     """Small windows and parts, so several actor calls, sort windows and committed parts occur."""
     return ScoreOptions(id_column="doc_id", passthrough=("source",), threads=1, sort_window=8, token_budget=512,
-                        checkpoint_rows=12)
+                        checkpoint_rows=12, max_error_rate=0.5)  # bad_archive's null/empty/int texts: 6 % of rows
 
 
 def assert_same_run(out_a, out_b, rels=OUTPUTS) -> None:
@@ -154,7 +154,7 @@ def test_rerun_after_a_failed_run_gives_one_copy_of_every_row(ray_cluster, bad_a
     monkeypatch.delenv("DOCSCORE_RAY_FAILPOINT")
     summary = score_files_ray([bad_archive], bundle, out, ray_opts)
     assert summary.ok and (out / SUCCESS).exists()
-    assert not list(out.rglob("*.tmp")) and not (out / "_parts").exists()
+    assert not list(out.rglob("*.tmp")) and not (out / "_docscore" / "staging").exists()
     score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
     assert_same_run(tmp_path / "local", out)
 
@@ -171,7 +171,7 @@ def test_driver_killed_mid_run_then_rerun_gives_one_copy_of_every_row(ray_cluste
     env = {**os.environ, "DOCSCORE_FAILPOINT": "part_committed:2"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert not (out / SUCCESS).exists() and list((out / "_parts").rglob("part-*.parquet"))
+    assert not (out / SUCCESS).exists() and list((out / "_docscore").rglob("part-*.staged"))
     summary = score_files_ray([bad_archive], bundle, out, ray_opts)
     assert summary.ok and summary.files >= 1
     score_files([bad_archive], bundle, tmp_path / "local", ray_opts)
@@ -233,6 +233,16 @@ def test_dead_address_fails_fast_with_a_clear_message(bundle, archive, tmp_path,
     assert rc != 0 and "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
     assert time.perf_counter() - t0 < 20
     assert not (tmp_path / "out").exists(), "nothing is written before Ray answers"
+
+
+def test_ray_engine_takes_the_same_writer_lock(bundle, archive, ray_opts, tmp_path):
+    from docscore.batch.commit import WriterLock
+    from docscore.errors import LockHeldError
+
+    out = tmp_path / "out"
+    with WriterLock(out):
+        with pytest.raises(LockHeldError, match=f"pid {os.getpid()}"):
+            score_files_ray([archive], bundle, out, ray_opts)
 
 
 _NO_RAY = """

@@ -38,8 +38,8 @@ def run(cmd, env_extra=None) -> subprocess.CompletedProcess:
 
 
 def outputs(out: Path) -> dict[str, bytes]:
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))
-            if not p.relative_to(out).as_posix().startswith("_parts")}
+    """Every file a ``OUT/**/*.parquet`` glob sees (polars and DuckDB also descend into ``_`` folders)."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,8 @@ def check_resume(out: Path, big_archive, bundle, reference) -> None:
     assert res.returncode == 0, res.stderr
     assert outputs(out) == reference
     assert (out / "_SUCCESS").exists()
-    assert not list(out.rglob("*.tmp")) and not (out / "_parts").exists()
+    assert not list(out.rglob("*.tmp")) and not (out / "_docscore" / "staging").exists()
+    assert not (out / "_docscore" / "lock.json").exists()
 
 
 @pytest.mark.parametrize("failpoint", ["part_committed:3", "part_committed:12", "output_committed:1",
@@ -78,7 +79,7 @@ def test_kill_mid_write_then_rerun_is_byte_identical(parts_seen, big_archive, bu
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if len(list((out / "_parts").rglob("part-*.parquet*"))) >= parts_seen:
+        if len(list((out / "_docscore" / "staging").rglob("part-*"))) >= parts_seen:
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)

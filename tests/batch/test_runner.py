@@ -67,7 +67,7 @@ def test_checkpointed_parts_give_the_same_output(archive, bundle, opts, tmp_path
     score_files([archive], bundle, parts, opts.replace(checkpoint_rows=7, read_batch_rows=3))
     for rel in ("a.parquet", "2024/b.parquet", "2024/c.parquet"):
         assert_same_rows(read(parts / rel), read(whole / rel))
-    assert not (parts / "_parts").exists()
+    assert not (parts / "_docscore" / "staging").exists()
 
 
 def test_empty_file_gives_empty_output_with_schema(bundle, opts, tmp_path):
@@ -125,10 +125,11 @@ def test_changed_input_is_detected(archive, bundle, opts, tmp_path):
     out = tmp_path / "out"
     score_files([archive], bundle, out, opts)
     pq.write_table(make_table(31, seed=99), archive / "a.parquet")
-    with pytest.raises(ConfigError, match="a.parquet"):
-        score_files([archive], bundle, out, opts)
-    summary = score_files([archive], bundle, out, opts.replace(overwrite=True))
-    assert summary.files == 1 and read(out / "a.parquet").num_rows == 31
+    refused = score_files([archive], bundle, out, opts.replace(on_change="refuse"))
+    assert not refused.ok and refused.changed[0]["action"] == "refused" and "a.parquet" in refused.changed[0]["path"]
+    assert read(out / "a.parquet").num_rows == 30 and not (out / SUCCESS).exists()
+    summary = score_files([archive], bundle, out, opts)  # default: rescore
+    assert summary.ok and summary.files == 1 and read(out / "a.parquet").num_rows == 31
 
 
 def test_unfinished_shard_resumes_from_committed_parts(archive, bundle, opts, tmp_path):
@@ -142,11 +143,11 @@ def test_unfinished_shard_resumes_from_committed_parts(archive, bundle, opts, tm
     manifest["shards"]["2024/b.parquet"]["status"] = "pending"
     (out / RUN_MANIFEST).write_text(json.dumps(manifest))
     (out / "2024/b.parquet").unlink()
-    parts = out / "_parts" / "2024/b.parquet"
+    parts = out / "_docscore" / "staging" / "2024/b.parquet.parts"
     parts.mkdir(parents=True)
     full = read(ref / "2024/b.parquet")
     for i in range(2):
-        pq.write_table(full.slice(i * 10, 10), parts / f"part-{i:05d}.parquet")
+        pq.write_table(full.slice(i * 10, 10), parts / f"part-{i:05d}.staged")
     summary = score_files([archive], bundle, out, o)
     assert summary.files == 1 and summary.rows == 25  # only parts 2-4 were scored again
     assert read(out / "2024/b.parquet").equals(full)

@@ -58,3 +58,25 @@ def test_spark_recipe_matches_local_scores(bundle, opts, tmp_path, monkeypatch):
     assert got.column("doc_id").to_pylist() == list(range(40))
     assert got.column("error").to_pylist()[5:7] == ["null text", "empty text"]
     assert_same_rows(got.cast(want.schema), want)
+
+
+def test_spark_reads_only_the_outputs_of_a_run_with_leftovers_and_hive_keys(bundle, opts, tmp_path):
+    """``spark.read.parquet(OUT)``: staging a killed run left under ``_docscore/`` is skipped, hive keys work."""
+    from pyspark.sql import SparkSession
+
+    src = tmp_path / "archive"
+    for day, seed in (("2026-11-27", 1), ("2026-11-28", 2)):
+        (src / f"date={day}").mkdir(parents=True)
+        pq.write_table(make_table(15, seed=seed), src / f"date={day}" / "part-0.parquet")
+    out = tmp_path / "out"
+    assert score_files([src], bundle, out, opts.replace(passthrough=("date",))).ok
+    staged = out / "_docscore" / "staging" / "date=2026-11-28" / "part-1.parquet.parts"
+    staged.mkdir(parents=True)
+    pq.write_table(make_table(7), staged / "part-00000.staged")  # what a killed run leaves
+    spark = (SparkSession.builder.master("local[1]").appName("docscore-read")
+             .config("spark.ui.enabled", "false").getOrCreate())
+    try:
+        df = spark.read.parquet(str(out))
+        assert df.count() == 30 and df.select("date").distinct().count() == 2
+    finally:
+        spark.stop()

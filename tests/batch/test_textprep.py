@@ -68,8 +68,8 @@ def test_text_values_reports_null_empty_and_non_string():
     assert errors == ["non-string text: int64", "null text", "non-string text: int64"]
     texts, errors = text_values(pa.array(["a", "b"]).dictionary_encode())
     assert texts == ["a", "b"] and errors == [None, None]
-    _, errors = text_values(pa.array([b"x"], pa.binary()))
-    assert errors == ["non-string text: binary"]
+    texts, errors = text_values(pa.array([b"x", b"\xff", None, "é".encode()], pa.binary()))  # decoded as UTF-8
+    assert texts == ["x", None, None, "é"] and errors == [None, "invalid UTF-8 in binary text", "null text", None]
 
 
 def test_unk_fraction_counts_unknown_content_tokens_only(bundle):

@@ -1,0 +1,446 @@
+"""The output's commit protocol: one writer at a time, staging no reader sees, and input change detection.
+
+Every engine (local threads, Ray) goes through these three pieces, written against ``pyarrow.fs`` so they move to
+object storage unchanged where that is cheap (the lock's exclusive create is the one local-only primitive: an
+object store implements it as a conditional PUT, ``If-None-Match: *``).
+
+Layout under ``OUT`` (everything docscore keeps besides the outputs starts with ``_``, so Spark, Hive and
+``pyarrow.dataset`` skip it; no staged name ends in ``.parquet``, so the ``OUT/**/*.parquet`` globs of polars and
+DuckDB, which do descend into ``_`` folders, never count it)::
+
+    OUT/_docscore/lock.json                             the writer lock: host, pid, start time, heartbeat
+    OUT/_docscore/staging/<rel>.parts/part-NNNNN.staged  committed parts of a shard still in progress
+    OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed)
+
+- :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``); a lock whose process is dead (same host) or
+  whose heartbeat is older than ``stale_after_s`` (another host) is taken over, under a second exclusive "break"
+  file so two runs cannot both take it over.
+- :class:`Staging`: where parts and in-progress files go, publishing into ``OUT/<rel>``, and cleaning what
+  earlier killed runs (and docscore versions before this layout) left.
+- :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash on every
+  night, and the sha256 of the whole file, computed while the scorer reads it and checked only when the cheap
+  fingerprint moved, so a same-size rewrite is caught without hashing the archive every night.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import pyarrow.fs as pafs
+
+from docscore.errors import LockHeldError
+
+log = logging.getLogger(__name__)
+
+META_DIR = "_docscore"
+LOCK_NAME = "lock.json"
+STAGING_DIR = "staging"
+PARTS_SUFFIX = ".parts"  # a folder, so never "*.parquet": a glob would take a folder named x.parquet for a file
+STAGED = ".staged"
+INPROGRESS = ".inprogress"
+LEGACY_PARTS_DIR = "_parts"  # docscore before this layout: OUT/_parts/<rel>/part-NNNNN.parquet
+_TAIL_BYTES = 1 << 16  # the Parquet footer (schema, row groups, statistics) lives at the end of the file
+_CHUNK = 1 << 22
+
+
+def local_fs() -> pafs.FileSystem:
+    return pafs.LocalFileSystem()
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.rstrip("/") for p in parts if p)
+
+
+def _exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+# --- the writer lock ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """Who holds an output: written into the lock file as JSON."""
+
+    host: str
+    pid: int
+    started: str  # ISO 8601, UTC
+    heartbeat: float  # time.time() of the last heartbeat
+    run_id: str
+    proc_start: str | None = None  # the holder's start time in /proc (same host): tells a reused pid apart
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}, started {self.started}"
+
+
+def _proc_start(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+class WriterLock:
+    """One writer per output directory.
+
+    Args:
+        out: the output directory.
+        fs: its file system (local by default).
+        stale_after_s: a lock from another host whose heartbeat is older than this is stale.
+        heartbeat_s: how often the holder refreshes its heartbeat.
+    """
+
+    def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None, stale_after_s: float = 600.0,
+                 heartbeat_s: float = 30.0):
+        self.fs = fs or local_fs()
+        self.out = str(out)
+        self.path = _join(self.out, META_DIR, LOCK_NAME)
+        self.stale_after_s = stale_after_s
+        self.heartbeat_s = heartbeat_s
+        self.info: LockInfo | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # the primitives an object store would implement with a conditional PUT / GET / DELETE
+
+    def _create_exclusive(self, path: str, data: bytes) -> bool:
+        if not isinstance(self.fs, pafs.LocalFileSystem):
+            raise NotImplementedError("an exclusive create on this file system needs a conditional write")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def _mtime(self, path: str) -> float | None:
+        info = self.fs.get_file_info(path)
+        return info.mtime.timestamp() if info.mtime is not None else None
+
+    # the protocol
+
+    def holder(self) -> LockInfo | None:
+        """The current holder, or None when the output is not locked (or the lock is unreadable)."""
+        raw = self._read(self.path)
+        if raw is None:
+            return None
+        try:
+            return LockInfo(**json.loads(raw))
+        except (ValueError, TypeError):
+            return None
+
+    def is_stale(self, info: LockInfo | None) -> bool:
+        if info is None:  # torn (killed between create and write) or foreign: stale once it is old
+            mtime = self._mtime(self.path)
+            return mtime is None or time.time() - mtime > 60
+        if info.host == socket.gethostname():
+            if not _pid_alive(info.pid):
+                return True
+            return info.proc_start is not None and _proc_start(info.pid) not in (None, info.proc_start)
+        return time.time() - info.heartbeat > self.stale_after_s
+
+    def acquire(self) -> "WriterLock":
+        """Take the lock or raise :class:`LockHeldError` naming the holder; a stale lock is taken over."""
+        self.fs.create_dir(_join(self.out, META_DIR), recursive=True)
+        pid = os.getpid()
+        info = LockInfo(host=socket.gethostname(), pid=pid,
+                        started=datetime.now(timezone.utc).isoformat(timespec="seconds"), heartbeat=time.time(),
+                        run_id=uuid.uuid4().hex, proc_start=_proc_start(pid))
+        for _ in range(3):
+            if self._create_exclusive(self.path, self._encode(info)):
+                self.info = info
+                self._start_heartbeat()
+                return self
+            held = self.holder()
+            if not self.is_stale(held):
+                who = held.describe() if held else "a run that is starting"
+                raise LockHeldError(
+                    f"another docscore run is writing {self.out} ({who}). Wait for it to finish; if it was "
+                    f"killed on another host, its lock {self.path} is taken over once its heartbeat is "
+                    f"{self.stale_after_s:g} s old, or delete that file")
+            self._break(held)
+        raise LockHeldError(f"could not take the lock {self.path}: other runs keep taking it")
+
+    def _break(self, stale: LockInfo | None) -> None:
+        """Remove a stale lock, unless another run replaced it meanwhile (checked under an exclusive file)."""
+        brk = self.path + ".break"
+        if not self._create_exclusive(brk, b""):
+            mtime = self._mtime(brk)
+            if mtime is not None and time.time() - mtime > 60:  # a breaker killed mid-way
+                self.fs.delete_file(brk)
+            return
+        try:
+            if self.holder() == stale:
+                log.warning("taking over the stale lock of %s", stale.describe() if stale else "an unknown run")
+                self.fs.delete_file(self.path)
+        finally:
+            self.fs.delete_file(brk)
+
+    @staticmethod
+    def _encode(info: LockInfo) -> bytes:
+        return json.dumps(asdict(info)).encode()
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="docscore-lock", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if self.holder() != self.info:
+                log.error("the lock %s was taken over by another run", self.path)
+                return
+            self.info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
+            tmp = self.path + INPROGRESS
+            try:
+                with self.fs.open_output_stream(tmp) as f:
+                    f.write(self._encode(self.info))
+                self.fs.move(tmp, self.path)
+            except OSError as e:  # a full disk must not kill the run; the lock just ages
+                log.warning("cannot refresh the lock %s: %s", self.path, e)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.info is not None and self.holder() == self.info:
+            self.fs.delete_file(self.path)
+        self.info = None
+
+    def __enter__(self) -> "WriterLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+# --- staging ------------------------------------------------------------------------------------------------
+
+
+class Staging:
+    """Where a shard's parts and in-progress files live until they are published into ``OUT/<rel>``."""
+
+    def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None):
+        self.fs = fs or local_fs()
+        self.out = str(out)
+        self.root = _join(self.out, META_DIR, STAGING_DIR)
+
+    def shard_dir(self, rel: str) -> str:
+        return _join(self.root, rel + PARTS_SUFFIX)
+
+    def part(self, rel: str, index: int) -> str:
+        """A committed part (renamed into place only when whole)."""
+        return _join(self.shard_dir(rel), f"part-{index:05d}{STAGED}")
+
+    def inprogress(self, rel: str, name: str) -> str:
+        """A file being written: ``name`` is ``part-NNNNN`` or ``output``."""
+        path = _join(self.shard_dir(rel), name + INPROGRESS)
+        self.fs.create_dir(self.shard_dir(rel), recursive=True)
+        return path
+
+    def committed_parts(self, rel: str, n_parts: int) -> int:
+        """How many leading parts are committed (a part exists only once it was renamed into place)."""
+        done = 0
+        while done < n_parts and _exists(self.fs, self.part(rel, done)):
+            done += 1
+        return done
+
+    def commit_part(self, tmp: str, rel: str, index: int) -> None:
+        self.fs.move(tmp, self.part(rel, index))
+
+    def publish(self, tmp: str, rel: str) -> None:
+        """Rename a whole output into ``OUT/<rel>`` (atomic on a local file system)."""
+        final = _join(self.out, rel)
+        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        self.fs.move(tmp, final)
+
+    def discard(self, rel: str) -> None:
+        if _exists(self.fs, self.shard_dir(rel)):
+            self.fs.delete_dir(self.shard_dir(rel))
+
+    def clean(self, keep: set[str]) -> list[str]:
+        """Remove what killed runs left: in-progress files, the staging of shards not in ``keep`` (the unfinished
+        shards whose committed parts a resume reuses), and the pre-``_docscore`` layout's ``_parts`` folder and
+        ``*.parquet.tmp`` files beside the outputs. Returns the paths removed."""
+        removed = []
+        if _exists(self.fs, self.root):
+            for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True)):
+                if info.type == pafs.FileType.File and info.path.endswith(INPROGRESS):
+                    self.fs.delete_file(info.path)
+                    removed.append(info.path)
+            for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True)):
+                if info.type == pafs.FileType.Directory and info.path.endswith(PARTS_SUFFIX):
+                    rel = info.path[len(self.root) + 1:-len(PARTS_SUFFIX)]
+                    if rel not in keep and _exists(self.fs, info.path):
+                        self.fs.delete_dir(info.path)
+                        removed.append(info.path)
+        legacy = _join(self.out, LEGACY_PARTS_DIR)
+        if _exists(self.fs, legacy):
+            self.fs.delete_dir(legacy)
+            removed.append(legacy)
+        for info in self.fs.get_file_info(pafs.FileSelector(self.out, recursive=True, allow_not_found=True)):
+            if info.type == pafs.FileType.File and info.path.endswith(".parquet.tmp"):
+                self.fs.delete_file(info.path)
+                removed.append(info.path)
+        if removed:
+            log.info("removed %d file(s) left by an earlier, interrupted run", len(removed))
+        return removed
+
+    def remove_all(self) -> None:
+        if _exists(self.fs, self.root):
+            self.fs.delete_dir(self.root)
+
+
+# --- change detection -----------------------------------------------------------------------------------------
+
+
+def stat_fingerprint(path: str | os.PathLike, fs: pafs.FileSystem | None = None) -> dict:
+    """Size, modification time and a hash of the last 64 KiB (the footer): cheap enough for every night."""
+    fs, path = fs or local_fs(), str(path)
+    info = fs.get_file_info(path)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(errno.ENOENT, "no such file", path)
+    with fs.open_input_file(path) as f:
+        size = f.size()
+        tail = f.read_at(min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
+    return {"size": size, "mtime_ns": info.mtime_ns, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+
+
+def file_digest(path: str | os.PathLike, fs: pafs.FileSystem | None = None) -> str:
+    """sha256 of the whole file, read once from start to end."""
+    h = hashlib.sha256()
+    with (fs or local_fs()).open_input_stream(str(path)) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_change(recorded: dict | None, current: dict, path: str | os.PathLike,
+                  fs: pafs.FileSystem | None = None) -> tuple[bool, dict]:
+    """Whether an input changed since ``recorded`` (its fingerprint when it was scored).
+
+    Size, mtime and footer hash first; only when one of them moved is the whole file hashed and compared with
+    the recorded sha256 (a copy or ``touch`` keeps the content: unchanged). Entries written before digests were
+    recorded count as changed when any cheap field moved.
+
+    Returns:
+        ``(changed, fingerprint)``: the fingerprint to record (with the sha256 when it was computed).
+    """
+    if not recorded:
+        return True, current
+    cheap = ("size", "mtime_ns", "tail_sha256")
+    if all(recorded.get(k) == current.get(k) for k in cheap):
+        return False, {**current, "sha256": recorded.get("sha256")}
+    if not recorded.get("sha256") or recorded.get("size") != current.get("size"):
+        return True, current
+    digest = file_digest(path, fs)
+    return digest != recorded["sha256"], {**current, "sha256": digest}
+
+
+class DigestingFile(io.RawIOBase):
+    """A read-only file for ``pq.ParquetFile`` that hashes the file's bytes, in order, as the reader fetches them.
+
+    Bytes the reader skips (columns not selected, row groups before a resume point) are read here to fill the
+    gap; the footer, read first, is hashed at the end. So the digest costs no second pass over the columns
+    scored. Call :meth:`start` once the Parquet footer was read, then :meth:`hexdigest` when done.
+    """
+
+    def __init__(self, path: str | os.PathLike, fs: pafs.FileSystem | None = None):
+        super().__init__()
+        fs = fs or local_fs()
+        self._f = fs.open_input_file(str(path))
+        self._gap = fs.open_input_file(str(path))
+        self._size = self._f.size()
+        self._hash = hashlib.sha256()
+        self._done = 0  # bytes [0, _done) are hashed
+        self._on = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        self._on = True
+
+    def _fill(self, upto: int) -> None:
+        while self._done < upto:
+            n = min(_CHUNK, upto - self._done)
+            self._hash.update(self._gap.read_at(n, self._done))
+            self._done += n
+
+    def read(self, n: int = -1) -> bytes:
+        with self._lock:
+            pos = self._f.tell()
+            data = self._f.read() if n is None or n < 0 else self._f.read(n)
+            if self._on and data:
+                end = pos + len(data)
+                if pos > self._done:
+                    self._fill(pos)
+                if end > self._done:
+                    self._hash.update(memoryview(data)[self._done - pos:])
+                    self._done = end
+            return data
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def size(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole file (reads whatever the reader did not)."""
+        with self._lock:
+            self._fill(self._size)
+            return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._f.close()
+            self._gap.close()
+        super().close()
+

@@ -1,0 +1,114 @@
+"""What a night does with each input, and the health of the result.
+
+New inputs are scored; finished, unchanged ones skipped (size + mtime + footer, then the content digest when one
+of them moved: :func:`~docscore.batch.commit.detect_change`); unfinished ones resumed; changed ones follow
+``ScoreOptions.on_change`` and deleted ones ``ScoreOptions.prune``. Every decision lands in the run summary.
+:func:`account` then computes the row error rate over the outputs of the run's inputs and per-file schema drift.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pyarrow.parquet as pq
+
+from docscore.batch.commit import detect_change, stat_fingerprint
+from docscore.batch.inputs import Shard
+from docscore.batch.options import ScoreOptions
+from docscore.batch.state import RunState
+from docscore.errors import DocscoreError, InputDataError
+
+if TYPE_CHECKING:
+    from docscore.batch.runner import RunSummary
+
+log = logging.getLogger(__name__)
+
+
+def plan_shards(shards: list[Shard], state: RunState, options: ScoreOptions, summary: "RunSummary"):
+    """Fingerprint every shard: skip finished unchanged ones; a changed finished one per ``on_change``.
+
+    Returns:
+        ``({shard: fingerprint}, total rows)`` of the shards to score, in input order.
+    """
+    todo: dict[Shard, dict] = {}
+    total_rows = 0
+    for shard in shards:
+        entry = state.shards.get(shard.rel)
+        try:
+            fp = stat_fingerprint(shard.path)
+            changed, fp = detect_change(entry.get("fingerprint") if entry else None, fp, shard.path)
+        except OSError as e:
+            record_failure(state, summary, shard, None, InputDataError(f"cannot read: {e}", path=shard.path), options)
+            continue
+        if entry and entry.get("status") == "done":
+            if changed:
+                action = {"rescore": "rescored", "refuse": "refused", "keep": "kept"}[options.on_change]
+                summary.changed.append({"path": str(shard.path), "output": shard.rel, "action": action})
+                log.warning("%s changed since it was scored: %s (--on-change %s)", shard.path, action,
+                            options.on_change)
+                if action != "rescored":
+                    continue
+                state.staging.discard(shard.rel)  # the old output stays readable until the new one replaces it
+            elif (state.out / shard.rel).is_file():
+                summary.files_skipped += 1
+                summary.skipped.append(shard.rel)
+                if fp != entry.get("fingerprint"):  # e.g. touched or copied: same digest, new mtime
+                    state.record(shard.rel, {**entry, "fingerprint": fp})
+                continue
+        elif entry and changed and entry.get("fingerprint"):
+            log.info("%s changed since its unfinished run; starting it over", shard.path)
+            state.discard(shard.rel)
+        todo[shard] = fp
+        try:
+            total_rows += pq.read_metadata(shard.path).num_rows
+        except Exception:  # noqa: BLE001 - an unreadable footer is reported when the shard is read
+            pass
+    return todo, total_rows
+
+
+def handle_deleted(shards: list[Shard], state: RunState, options: ScoreOptions, summary: "RunSummary") -> None:
+    """Outputs whose input file no longer exists: removed with ``prune``, else kept and reported."""
+    current = {s.rel for s in shards}
+    for rel, entry in sorted(state.shards.items()):
+        source = entry.get("input")
+        if rel in current or not source or os.path.exists(source):
+            continue
+        action = "pruned" if options.prune else "kept"
+        summary.deleted.append({"input": source, "output": rel, "action": action})
+        if options.prune:
+            log.warning("%s was deleted: removing its output %s", source, rel)
+            state.forget(rel)
+        else:
+            log.warning("%s was deleted but its output %s is kept (pass --prune to remove it)", source, rel)
+
+
+def account(shards: list[Shard], state: RunState, summary: "RunSummary") -> None:
+    """Row error rate over the outputs of this run's inputs, and per-file schema drift of the columns read."""
+    entries = [(s, state.shards[s.rel]) for s in shards if state.shards.get(s.rel, {}).get("status") == "done"]
+    for _, e in entries:
+        if "errors" in e:
+            summary.output_rows += e.get("rows", 0)
+            summary.output_errors += e["errors"]
+    typed = [(s, e["columns"]) for s, e in entries if e.get("columns")]
+    names = {n for _, cols in typed for n in cols}
+    expected = {n: Counter(cols[n] for _, cols in typed if n in cols).most_common(1)[0][0] for n in names}
+    for shard, cols in typed:
+        odd = {n: t for n, t in cols.items() if t != expected[n]}
+        if odd:
+            summary.schema_drift.append({"path": str(shard.path), "columns": odd,
+                                         "expected": {n: expected[n] for n in odd}})
+
+
+def record_failure(state: RunState, summary: "RunSummary", shard: Shard, fp: dict | None, error: Exception,
+                   options: ScoreOptions) -> None:
+    """Report an unreadable shard and mark it failed; with ``fail_fast``, raise."""
+    log.error("%s", error)
+    summary.files_failed += 1
+    summary.failed.append({"path": str(shard.path), "error": str(error)})
+    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed",
+                             "error": str(error)})
+    if options.fail_fast:
+        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
