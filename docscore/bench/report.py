@@ -30,11 +30,16 @@ def write_json(doc: dict, path: Path) -> Path:
 
 def machine_line(m: dict) -> str:
     gpu = m.get("gpu") or "no GPU"
-    peak = f", nominal FP32 peak {m['peak_fp32_gflops']} GFLOP/s" if m.get("peak_fp32_gflops") else ""
-    simd = " ".join(s for s in m.get("simd", []) if s in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"))
+    peaks = {p: v for p, v in (m.get("peak_gflops") or {"fp32": m.get("peak_fp32_gflops")}).items() if v}
+    peak = (", nominal peak GFLOP/s " + ", ".join(f"{p} {v}" for p, v in peaks.items())) if peaks else ""
+    simd = " ".join(s for s in m.get("simd", []) if s in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                         "amx_tile"))
     v = m.get("versions", {})
-    vers = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "torch") if k in v)
-    return f"{m.get('cpu')} ({m.get('cores')} cores @ {m.get('ghz')} GHz, {simd}){peak}; {gpu}; {vers}"
+    vers = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "openvino", "torch") if k in v)
+    logical = f" of {m['logical_cpus']} logical CPUs" if m.get("logical_cpus", m.get("cores")) != m.get("cores") else ""
+    clock = f" [clock: {m['clock_source']}]" if m.get("clock_source") else ""
+    return (f"{m.get('cpu')} ({m.get('cores')} physical cores{logical} @ {m.get('ghz')} GHz, {simd}){peak}{clock}; "
+            f"{gpu}; {vers}")
 
 
 def _fmt(v, nd=1):
