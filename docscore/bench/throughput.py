@@ -137,6 +137,14 @@ def cannot_run(bundle: Bundle, name: str, device: str) -> str | None:
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak RSS. ``VmHWM`` first: Linux carries ``ru_maxrss`` across ``exec``, so a measurement
+    process would report at least its parent's RSS at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
