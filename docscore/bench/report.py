@@ -59,6 +59,8 @@ def markdown_table(doc: dict) -> str:
             lines.append(
                 f"| {r['engine']} | {r['variant']} | {r['device']} | {r['batch']} | {r['seq']} | {_fmt(r['p50'], 2)} | "
                 f"{_fmt(r['p95'], 2)} | {_fmt(r['p99'], 2)} | {_fmt(r.get('gflops'))} | {_fmt(r.get('peak_share_pct'))} |")
+        lines += ["", "% of peak: against the nominal peak of the variant's precision (fp32, bf16, int8)."]
+        lines += [f"Skipped {sk['variant']}: {sk['why']}" for sk in doc.get("skipped", [])]
     else:
         lines += ["| pipeline | variant | precision | device | docs/s | tokens/s | pad % | tokenise s | model s | "
                   "peak RSS MiB | GFLOP/s | % of peak | vs PyTorch |",
