@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The full benchmark behind the README table: PyTorch eager vs fp32 vs optimized vs int8 on the demo model
-# (run scripts/demo.sh first), exported at 256 tokens. Results in benchmarks/results/.
+# (run scripts/demo.sh first), exported at 256 tokens, OpenVINO fp32 peer rows and the default-variant ranking
+# included; Optimum rows with OPTIMUM_PY=/path/to/optimum-venv/bin/python. Results in benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -10,6 +11,8 @@ B=runs/bench/bundle-256
 RES=benchmarks/results
 [ -d "$B" ] || $DS export-onnx "$CKPT" --output "$B" --optimize --quantize int8 --max-length 256
 $DS bench latency --model "$B" --checkpoint "$CKPT" --batches 1,8,32 --seqs 32,128,256 --out "$RES"
-$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 1000 --out "$RES/long"
+$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 1000 ${OPTIMUM_PY:+--optimum-python "$OPTIMUM_PY"} --out "$RES/long"
 $DS bench throughput --model "$B" --checkpoint "$CKPT" --generate mixed --rows 2000 --out "$RES/mixed"
 $DS bench throughput samples/archive --model "$B" --checkpoint "$CKPT" --out "$RES/samples"
+$DS bench choose --model "$B" > "$RES/choose.txt"
+.venv/bin/python benchmarks/ray_vs_local.py --model "$B" --rows 2000 --kind mixed > "$RES/ray_vs_local.json"

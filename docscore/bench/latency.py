@@ -10,7 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from docscore.bench.machine import machine_info
+from docscore.bench.machine import machine_info, peak_for
+from docscore.bench.peaks import variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token, percentiles
 from docscore.bundle import load_bundle
@@ -97,6 +98,21 @@ def body_dims(bundle, checkpoint: str | None) -> tuple[int, int] | None:
     return (int(hidden), int(layers)) if hidden and layers else None
 
 
+def _variant_call(bundle, variant: str, device: str, threads: int | None) -> Callable[[dict], object]:
+    """One model call of a variant on its runtime: the raw ONNX Runtime session (no batch-of-one doubling), or the
+    OpenVINO engine its manifest entry names."""
+    entry = bundle.variants[variant]
+    if entry.get("runtime", "onnxruntime") == "onnxruntime":
+        sess = create_session(bundle.variant_path(variant), device, threads)
+        return lambda feed: sess.run(None, feed)
+    from docscore.batch.engine import open_engine
+
+    engine = open_engine(bundle.variant_path(variant), runtime=entry["runtime"],
+                         precision=entry.get("precision", "f32"), device=device, threads=threads,
+                         output_name=bundle.spec.output_name)
+    return engine.run
+
+
 def run_latency(opts: LatencyOptions, progress: Callable[[str], None] | None = None) -> dict:
     bundle = load_bundle(opts.bundle)
     spec = bundle.spec
@@ -106,15 +122,26 @@ def run_latency(opts: LatencyOptions, progress: Callable[[str], None] | None = N
     linear = linear_flops_per_token(bundle.variant_path("fp32"))
     dims = body_dims(bundle, opts.checkpoint)
     doc["settings"]["flops_per_token_linear"] = linear
-    peak = machine.get("peak_fp32_gflops")
-    variants = opts.variants or [v for v in bundle.variants if v != "fp16"]
+    from docscore.bench.throughput import cannot_run
+
+    doc["skipped"] = []
+    variants = []
+    for v in opts.variants or list(bundle.variants):
+        why = cannot_run(bundle, v, "cpu" if "cpu" in opts.devices else opts.devices[0])
+        if why:
+            doc["skipped"].append({"variant": v, "why": why})
+            log.info("latency: skipping %s: %s", v, why)
+        else:
+            variants.append(v)
 
     def add(engine, variant, device, b, t, samples):
         st = percentiles(samples)
         flops = b * t * (linear + (attention_flops_per_token(t, *dims) if dims else 0.0))
         gflops = flops / (st["p50"] / 1000.0) / 1e9
-        row = {"engine": engine, "variant": variant, "device": device, "batch": b, "seq": t, **st,
-               "gflops": gflops, "peak_share_pct": 100.0 * gflops / peak if peak and device == "cpu" else None}
+        precision = "fp32" if engine == "pytorch" else variant_precision(variant, bundle.variants[variant])
+        peak = peak_for(machine, precision, opts.threads) if device == "cpu" else None
+        row = {"engine": engine, "variant": variant, "precision": precision, "device": device, "batch": b, "seq": t,
+               **st, "gflops": gflops, "peak_share_pct": 100.0 * gflops / peak if peak else None}
         doc["results"].append(row)
         if progress:
             progress(f"{engine:8s} {variant:9s} {device} b={b:<3d} t={t:<4d} p50={st['p50']:.2f} ms "
@@ -124,12 +151,12 @@ def run_latency(opts: LatencyOptions, progress: Callable[[str], None] | None = N
     seqs = sorted({min(t, max_t) for t in opts.seqs})
     for device in opts.devices:
         for variant in variants:
-            sess = create_session(bundle.variant_path(variant), device, opts.threads)
+            call = _variant_call(bundle, variant, device, opts.threads)
             for b in opts.batches:
                 for t in seqs:
                     feed = make_feed(tok, spec.input_names, b, t, bundle.pad_id)
-                    add("onnx", variant, device, b, t, time_calls(lambda: sess.run(None, feed), opts))
-            sess = None  # free this variant before the next one loads
+                    add("onnx", variant, device, b, t, time_calls(lambda: call(feed), opts))
+            call = None  # free this variant before the next one loads
         if opts.checkpoint:
             import torch
 

@@ -1,75 +1,75 @@
-"""What the numbers were measured on: CPU model, SIMD, cores, GPU, versions, and a nominal FP32 peak."""
+"""What the numbers were measured on: CPU model, SIMD, physical cores, base clock, nominal peaks per precision,
+GPU, versions. See :mod:`docscore.bench.cpu` (what the OS says) and :mod:`docscore.bench.peaks` (the peaks)."""
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
 
+from docscore.bench.cpu import allowed_cpus, base_clock, physical_cores, read_cpuinfo
+from docscore.bench.peaks import ops_per_cycle, peaks_gflops
 
-def _cpuinfo() -> dict:
-    info = {"model": platform.processor() or platform.machine(), "flags": [], "mhz": None, "vendor": ""}
+SIMD_PREFIXES = ("avx", "fma", "amx")
+VERSIONED = ("onnxruntime", "openvino", "numpy", "tokenizers", "pyarrow", "torch", "transformers", "onnx")
+
+
+def cpu_facts(procs: list[dict[str, str]], allowed: set[int], cpufreq_dir=None) -> dict:
+    """Model, vendor, family, flags, logical CPUs, physical cores, base clock and peaks of the allowed CPUs."""
+    first = next((p for p in procs if p.get("processor", "").isdigit() and int(p["processor"]) in allowed),
+                 procs[0] if procs else {})
+    flags = first.get("flags", "").split()
     try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "model name" and info["model"] in ("", platform.machine(), platform.processor()):
-                    info["model"] = value
-                elif key == "flags" and not info["flags"]:
-                    info["flags"] = value.split()
-                elif key == "cpu MHz" and info["mhz"] is None:
-                    info["mhz"] = float(value)
-                elif key == "vendor_id" and not info["vendor"]:
-                    info["vendor"] = value
-                elif key == "cpu family":
-                    info["family"] = int(value)
-    except OSError:
-        pass
-    return info
-
-
-def fp32_flops_per_cycle(flags: list[str], vendor: str = "", family: int | None = None) -> int:
-    """Nominal FP32 FLOPs per cycle per core from the SIMD width, assuming two FMA pipes.
-
-    AMD Zen 4 executes AVX-512 as two 256-bit halves, so it peaks like AVX2 (32), not 64.
-    """
-    fma = "fma" in flags
-    if "avx512f" in flags and fma:
-        if vendor == "AuthenticAMD":
-            return 32
-        return 64
-    if "avx2" in flags and fma:
-        return 32
-    if "avx" in flags:
-        return 16
-    return 8
+        family = int(first["cpu family"])
+    except (KeyError, ValueError):
+        family = None
+    try:
+        mhz = float(first["cpu MHz"])
+    except (KeyError, ValueError):
+        mhz = None
+    model = first.get("model name") or platform.processor() or platform.machine()
+    vendor = first.get("vendor_id", "")
+    cores, cores_source = physical_cores(procs, allowed)
+    ghz, clock_source = base_clock(model, mhz, cpufreq_dir)
+    per_cycle = ops_per_cycle(flags, vendor, family)
+    peaks = peaks_gflops(per_cycle, cores, ghz)
+    return {
+        "cpu": model,
+        "vendor": vendor,
+        "family": family,
+        "logical_cpus": len(allowed),
+        "cores": cores,
+        "cores_source": cores_source,
+        "ghz": round(ghz, 3) if ghz else None,
+        "clock_source": clock_source,
+        "current_mhz": mhz,
+        "simd": [f for f in flags if f.startswith(SIMD_PREFIXES) or f in ("f16c", "sse4_2")],
+        "ops_per_cycle_per_core": per_cycle,
+        "peak_gflops": peaks,
+        "peak_fp32_gflops": peaks["fp32"],
+    }
 
 
 def machine_info() -> dict:
-    cpu = _cpuinfo()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    simd = [f for f in cpu["flags"] if f.startswith(("avx", "fma", "amx")) or f in ("f16c", "sse4_2")]
-    fpc = fp32_flops_per_cycle(cpu["flags"], cpu.get("vendor", ""), cpu.get("family"))
-    ghz = (cpu["mhz"] or 0) / 1000.0
+    info = cpu_facts(read_cpuinfo(), allowed_cpus())
     versions = {"python": platform.python_version()}
-    for mod in ("onnxruntime", "numpy", "tokenizers", "pyarrow", "torch", "transformers", "onnx"):
+    for mod in VERSIONED:
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - optional modules
             pass
-    return {
-        "cpu": cpu["model"],
-        "cores": cores,
-        "ghz": round(ghz, 3),
-        "simd": simd,
-        "fp32_flops_per_cycle_per_core": fpc,
-        "peak_fp32_gflops": round(cores * ghz * fpc, 1) if ghz else None,
-        "gpu": gpu_name(),
-        "os": platform.platform(),
-        "versions": versions,
-    }
+    info.update(gpu=gpu_name(), os=platform.platform(), versions=versions)
+    return info
+
+
+def peak_for(machine: dict, precision: str, threads: int | None) -> float | None:
+    """The nominal peak of ``precision`` on the physical cores a run can use: ``min(threads, cores)``."""
+    peak = (machine.get("peak_gflops") or {}).get(precision)
+    cores = machine.get("cores") or 0
+    if not peak or not cores:
+        return None
+    used = min(threads, cores) if threads else cores
+    return peak * used / cores
 
 
 def gpu_name() -> str | None:

@@ -30,11 +30,16 @@ def write_json(doc: dict, path: Path) -> Path:
 
 def machine_line(m: dict) -> str:
     gpu = m.get("gpu") or "no GPU"
-    peak = f", nominal FP32 peak {m['peak_fp32_gflops']} GFLOP/s" if m.get("peak_fp32_gflops") else ""
-    simd = " ".join(s for s in m.get("simd", []) if s in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"))
+    peaks = {p: v for p, v in (m.get("peak_gflops") or {"fp32": m.get("peak_fp32_gflops")}).items() if v}
+    peak = (", nominal peak GFLOP/s " + ", ".join(f"{p} {v}" for p, v in peaks.items())) if peaks else ""
+    simd = " ".join(s for s in m.get("simd", []) if s in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                                         "amx_tile"))
     v = m.get("versions", {})
-    vers = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "torch") if k in v)
-    return f"{m.get('cpu')} ({m.get('cores')} cores @ {m.get('ghz')} GHz, {simd}){peak}; {gpu}; {vers}"
+    vers = ", ".join(f"{k} {v[k]}" for k in ("onnxruntime", "openvino", "torch") if k in v)
+    logical = f" of {m['logical_cpus']} logical CPUs" if m.get("logical_cpus", m.get("cores")) != m.get("cores") else ""
+    clock = f" [clock: {m['clock_source']}]" if m.get("clock_source") else ""
+    return (f"{m.get('cpu')} ({m.get('cores')} physical cores{logical} @ {m.get('ghz')} GHz, {simd}){peak}{clock}; "
+            f"{gpu}; {vers}")
 
 
 def _fmt(v, nd=1):
@@ -54,16 +59,41 @@ def markdown_table(doc: dict) -> str:
             lines.append(
                 f"| {r['engine']} | {r['variant']} | {r['device']} | {r['batch']} | {r['seq']} | {_fmt(r['p50'], 2)} | "
                 f"{_fmt(r['p95'], 2)} | {_fmt(r['p99'], 2)} | {_fmt(r.get('gflops'))} | {_fmt(r.get('peak_share_pct'))} |")
+        lines += ["", "% of peak: against the nominal peak of the variant's precision (fp32, bf16, int8)."]
+        lines += [f"Skipped {sk['variant']}: {sk['why']}" for sk in doc.get("skipped", [])]
     else:
-        lines += ["| pipeline | variant | device | docs/s | tokens/s | pad % | peak RSS MiB | GFLOP/s | % of peak | vs PyTorch |",
-                  "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| pipeline | variant | precision | device | docs/s | tokens/s | pad % | tokenise s | model s | "
+                  "peak RSS MiB | GFLOP/s | % of peak | vs PyTorch |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in doc["results"]:
+            pad = r.get("pad_fraction")
             lines.append(
-                f"| {r['pipeline']} | {r['variant']} | {r['device']} | {_fmt(r['docs_per_s'])} | "
-                f"{_fmt(r['tokens_per_s'], 0)} | {_fmt(r.get('pad_fraction', 0) * 100 if r.get('pad_fraction') is not None else None)} | "
+                f"| {r['pipeline']} | {r['variant']} | {r.get('precision', '-')} | {r['device']} | "
+                f"{_fmt(r['docs_per_s'])} | {_fmt(r['tokens_per_s'], 0)} | {_fmt(pad * 100 if pad is not None else None)} | "
+                f"{_fmt(r.get('tokenize_s'), 2)} | {_fmt(r.get('model_s'), 2)} | "
                 f"{_fmt(r.get('peak_rss_mib'), 0)} | {_fmt(r.get('gflops'))} | {_fmt(r.get('peak_share_pct'))} | "
                 f"{_fmt(r.get('speedup_vs_pytorch'), 2)}{'×' if r.get('speedup_vs_pytorch') else ''} |")
+        lines += ["", "% of peak: against the nominal peak of the row's precision on the physical cores its threads "
+                  "use; the loops' rows include tokenisation (tokenise s + model s)."]
+        for sk in doc.get("skipped", []):
+            lines.append(f"Skipped {sk['pipeline']} {sk['variant']}: {sk['why']}")
+        if doc.get("choice"):
+            lines += ["", choice_text(doc["choice"])]
     return "\n".join(lines) + "\n"
+
+
+def choice_text(r: dict) -> str:
+    """Why ``score`` runs the variant it runs here: from :func:`docscore.batch.choose.ranking`."""
+    lines = [f"Default variant on {r['device']} ({r['cpu']}): {r['chosen'] or 'none usable'}"
+             + (f" ({r['source']})" if r.get("source") else "")]
+    for name, speed in sorted(r.get("speed", {}).items(), key=lambda kv: -kv[1]):
+        lines.append(f"  candidate {name}: {speed:.1f} sequences/s{'  <- chosen' if name == r['chosen'] else ''}")
+    for name in r.get("candidates", []):
+        if name not in r.get("speed", {}):
+            lines.append(f"  candidate {name}{'  <- chosen' if name == r['chosen'] else ''}")
+    for name, why in r.get("excluded", {}).items():
+        lines.append(f"  excluded {name}: {why}")
+    return "\n".join(lines)
 
 
 def plot(doc: dict, path: Path) -> Path:

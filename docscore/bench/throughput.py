@@ -1,8 +1,20 @@
-"""Throughput on a Parquet archive: the full ``score`` pipeline and model-only inference per variant, and the
-plain PyTorch loop a user would write — all in one run, on the same documents.
+"""Throughput on a Parquet archive: the full ``score`` pipeline and model-only inference per variant, runtime
+peers (OpenVINO fp32 of ``model.onnx``; Optimum where it is installed) and the plain PyTorch loop a user would
+write — all in one run, on the same documents, with the same truncation and the same warm-up.
 
-Each measurement runs in its own Python process (``python -m docscore.bench.throughput <json>``) so that its
-peak RSS is its own and no measurement warms caches for the next.
+Fairness rules, the same for every candidate:
+
+- truncation at the same ``max_length`` (the bundle's, or a lower ``--max-length``; a higher one is refused,
+  since the bundle was verified at its own);
+- the same warm-up: the first ``warmup_docs`` documents run once through the candidate's own pipeline, untimed,
+  in the process that is then timed;
+- each measurement in its own Python process (``python -m docscore.bench.throughput <json>``), so its peak RSS is
+  its own and no measurement warms caches for the next;
+- each row's share of peak is against the nominal peak of the precision its matrix multiplies run in (fp32, bf16
+  or int8: :mod:`docscore.bench.peaks`), on the physical cores its threads can use.
+
+The PyTorch (and Optimum) loop times tokenisation and the model separately: ``tokenize_s`` + ``model_s`` ≈
+``seconds``. ``score`` is a whole ``score_files`` call, session start-up included, as a user runs it.
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,14 +32,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from docscore.bench.machine import machine_info
+from docscore.bench.machine import machine_info, peak_for
+from docscore.bench.peaks import variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token
-from docscore.bundle import load_bundle
+from docscore.bundle import Bundle, load_bundle
+from docscore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 TORCH_BATCH = 32  # the plain loop's fixed batch size, as a user would write it
+WARMUP_DOCS = 64  # documents every candidate runs once, untimed, before it is timed
+# Runtime peers: not bundle variants (never gated, never a default), the same file run by another runtime.
+PEERS = {"fp32-openvino": ("fp32", {"runtime": "openvino", "precision": "f32"})}
 
 
 @dataclass
@@ -36,14 +54,21 @@ class ThroughputOptions:
     Args:
         bundle: bundle directory.
         checkpoint: checkpoint directory; adds the plain PyTorch loop (seed model, input order, batches of 32,
-            full-text tokenisation).
+            the HF tokenizer).
         inputs: Parquet files/directories; empty → generate an archive from real documentation text.
         generate: ``long`` or ``mixed`` for the generated archive.
         rows: rows of the generated archive.
-        variants: bundle variants (default: every CPU variant in the bundle).
-        threads: intra-op threads for ORT and torch.
+        variants: bundle variants (default: every variant in the bundle this host can run; fp16 on CUDA only).
+        threads: intra-op threads for every runtime and torch (default: all physical cores).
         device: ``cpu`` or ``cuda``.
         text_column: the text column of the archive.
+        max_length: tokens per document for every candidate (default: the bundle's; higher is refused).
+        warmup_docs: documents each candidate runs once, untimed, before it is timed.
+        peers: add runtime peers on CPU (OpenVINO fp32 of ``model.onnx``, model-only).
+        optimum_python: the interpreter of a virtual environment with ``optimum[onnxruntime]`` (Optimum pins its
+            own transformers); adds an Optimum loop when it can import ``optimum.onnxruntime``. Default: this
+            interpreter.
+        choice: record which default variant ``score`` would choose here, and why (:mod:`docscore.batch.choose`).
     """
 
     bundle: str
@@ -55,40 +80,123 @@ class ThroughputOptions:
     threads: int | None = None
     device: str = "cpu"
     text_column: str = "text"
+    max_length: int | None = None
+    warmup_docs: int = WARMUP_DOCS
+    peers: bool = True
+    optimum_python: str | None = None
+    choice: bool = True
 
     @classmethod
     def from_args(cls, args) -> "ThroughputOptions":
         rows = args.rows or (64 if args.quick else 1000)
+        warmup = args.warmup_docs if args.warmup_docs is not None else (16 if args.quick else WARMUP_DOCS)
         return cls(bundle=args.model, checkpoint=args.checkpoint, inputs=tuple(args.inputs), generate=args.generate,
                    rows=rows, variants=tuple(args.variants.split(",")) if args.variants else None,
-                   threads=args.threads, device=args.device)
+                   threads=args.threads, device=args.device, max_length=args.max_length, warmup_docs=warmup,
+                   optimum_python=args.optimum_python)
+
+
+def effective_max_length(bundle_max: int, requested: int | None) -> int:
+    """The truncation every candidate uses: the bundle's ``max_length`` or a lower ``requested`` one."""
+    if requested is None:
+        return bundle_max
+    if requested < 2 or requested > bundle_max:
+        raise ConfigError(f"--max-length must be between 2 and the bundle's max_length {bundle_max} (the length it "
+                          f"was exported and verified at), got {requested}; export a bundle with a larger one")
+    return requested
+
+
+def bench_bundle(path: str | os.PathLike, max_length: int | None = None, peers: tuple[str, ...] = ()) -> Bundle:
+    """The bundle as the benchmark runs it: truncation at ``max_length`` and the runtime ``peers`` added as
+    pseudo-variants, so every candidate goes through the same :class:`~docscore.batch.Scorer`."""
+    bundle = load_bundle(path)
+    manifest = dict(bundle.manifest)
+    manifest["spec"] = dict(manifest["spec"], max_length=max_length or bundle.spec.max_length)
+    manifest["variants"] = dict(bundle.variants)
+    for peer in peers:
+        source, overrides = PEERS[peer]
+        entry = {k: v for k, v in bundle.variants[source].items() if k not in ("parity", "speed")}
+        manifest["variants"][peer] = dict(entry, **overrides, peer=True, verified=False,
+                                          note=f"benchmark peer: {source}'s file on another runtime, not gated")
+    return Bundle(bundle.path, manifest)
+
+
+def cannot_run(bundle: Bundle, name: str, device: str) -> str | None:
+    """Why variant ``name`` cannot run on this host (no runtime, no native bf16, fp16 off CUDA), else ``None``."""
+    entry = bundle.variants[name]
+    if device == "cpu" and variant_precision(name, entry) == "fp16":
+        return "fp16 is for CUDA"
+    if entry.get("runtime", "onnxruntime") == "openvino":
+        from docscore import runtime_openvino
+
+        if device != "cpu":
+            return "OpenVINO variants run on the CPU only"
+        if not runtime_openvino.available():
+            return f"needs OpenVINO: {runtime_openvino.INSTALL_HINT}"
+        if entry.get("precision") == "bf16" and not runtime_openvino.native_bf16():
+            return "needs native bf16 (AVX512_BF16 or AMX); this CPU has none"
+    return None
 
 
 def _peak_rss_mib() -> float:
+    """This process's peak RSS. ``VmHWM`` first: Linux carries ``ru_maxrss`` across ``exec``, so a measurement
+    process would report at least its parent's RSS at the fork."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
-def _read_texts(inputs: list[str], column: str) -> list:
+def _read_tables(inputs: list[str], column: str) -> list:
     import pyarrow.parquet as pq
 
     from docscore.batch.inputs import discover
 
+    return [pq.read_table(shard.path, columns=[column]) for shard in discover(inputs)]
+
+
+def _texts(job: dict) -> list[str]:
     texts = []
-    for shard in discover(inputs):
-        texts.extend(pq.read_table(shard.path, columns=[column]).column(column).to_pylist())
-    return texts
+    for table in _read_tables(job["inputs"], job["text_column"]):
+        texts.extend(table.column(job["text_column"]).to_pylist())
+    return [t for t in texts if isinstance(t, str) and t.strip()]
+
+
+def _warmup_table(job: dict):
+    """The first ``warmup_docs`` documents of the archive, in input order."""
+    import pyarrow as pa
+
+    tables = _read_tables(job["inputs"], job["text_column"])
+    return pa.concat_tables(tables).slice(0, job["warmup_docs"])
 
 
 # --- the measured pipelines, each run in a fresh process -------------------------------------------------------
 
-def _measure_score(job: dict) -> dict:
-    from docscore.batch import ScoreOptions, score_files
+def _score_options(job: dict, **kw):
+    from docscore.batch import ScoreOptions
 
-    opts = ScoreOptions(text_column=job["text_column"], variant=job["variant"], threads=job["threads"],
-                        device=job["device"], overwrite=True)
-    out = Path(job["scratch"]) / f"score-{job['variant']}"
+    return ScoreOptions(text_column=job["text_column"], variant=job["variant"], threads=job["threads"],
+                        device=job["device"], **kw)
+
+
+def _measure_score(job: dict) -> dict:
+    """A whole ``score_files`` call (session start-up included), after the warm-up documents were scored once."""
+    import pyarrow.parquet as pq
+
+    from docscore.batch import score_files
+
+    bundle = bench_bundle(job["bundle"], job["max_length"], tuple(job.get("peers", ())))
+    opts = _score_options(job, overwrite=True)
+    scratch = Path(job["scratch"])
+    warm_in = scratch / f"warm-in-{job['variant']}"
+    warm_in.mkdir(parents=True, exist_ok=True)
+    pq.write_table(_warmup_table(job), warm_in / "warm.parquet")
+    score_files([str(warm_in)], bundle, scratch / f"warm-out-{job['variant']}", opts)
     t0 = time.perf_counter()
-    summary = score_files(job["inputs"], job["bundle"], out, opts)
+    summary = score_files(job["inputs"], bundle, scratch / f"score-{job['variant']}", opts)
     seconds = time.perf_counter() - t0
     s = summary if isinstance(summary, dict) else summary.to_dict()
     return {"docs": s["rows"], "tokens": s["tokens"], "slots": s.get("slots"), "seconds": seconds,
@@ -97,18 +205,13 @@ def _measure_score(job: dict) -> dict:
 
 def _measure_model_only(job: dict) -> dict:
     """Inference alone: the scorer's own tokenisation and batching happen first, untimed."""
-    import pyarrow.parquet as pq
+    from docscore.batch import Scorer
 
-    from docscore.batch import ScoreOptions, Scorer
-    from docscore.batch.inputs import discover
-
-    scorer = Scorer(job["bundle"], ScoreOptions(text_column=job["text_column"], variant=job["variant"],
-                                                threads=job["threads"], device=job["device"])).load()
-    prepared = []
-    for shard in discover(job["inputs"]):
-        table = pq.read_table(shard.path, columns=[job["text_column"]])
-        prepared.extend(scorer.prepare(w) for w in scorer.windows(table))
-    scorer.infer(prepared[0])  # warm-up: first-call allocations are not throughput
+    bundle = bench_bundle(job["bundle"], job["max_length"], tuple(job.get("peers", ())))
+    scorer = Scorer(bundle, _score_options(job)).load()
+    scorer.infer(scorer.prepare(_warmup_table(job)))  # warm-up
+    prepared = [scorer.prepare(w) for table in _read_tables(job["inputs"], job["text_column"])
+                for w in scorer.windows(table)]
     t0 = time.perf_counter()
     for p in prepared:
         scorer.infer(p)
@@ -120,8 +223,36 @@ def _measure_model_only(job: dict) -> dict:
             "pad_fraction": 1 - tokens / slots if slots else 0.0}
 
 
+def _plain_loop(texts: list[str], tokenize: Callable, model: Callable, warmup_docs: int) -> dict:
+    """Input order, fixed batches of :data:`TORCH_BATCH`; tokenisation and model timed apart.
+
+    ``tokenize(texts) -> (feed, attention_mask)``, ``model(feed)`` runs one batch to completion.
+    """
+    def batches(items):
+        return (items[i:i + TORCH_BATCH] for i in range(0, len(items), TORCH_BATCH))
+
+    for chunk in batches(texts[:warmup_docs]):  # warm-up
+        model(tokenize(chunk)[0])
+    tokens = slots = 0
+    tokenize_s = model_s = 0.0
+    t_start = time.perf_counter()
+    for chunk in batches(texts):
+        t0 = time.perf_counter()
+        feed, mask = tokenize(chunk)
+        t1 = time.perf_counter()
+        model(feed)
+        model_s += time.perf_counter() - t1
+        tokenize_s += t1 - t0
+        tokens += int(mask.sum())
+        slots += int(mask.shape[0] * mask.shape[1])
+    seconds = time.perf_counter() - t_start
+    return {"docs": len(texts), "tokens": tokens, "slots": slots, "seconds": seconds, "tokenize_s": tokenize_s,
+            "model_s": model_s, "pad_fraction": 1 - tokens / slots if slots else 0.0}
+
+
 def _measure_pytorch(job: dict) -> dict:
-    """The loop a user would write: input order, fixed batches of 32, the HF tokenizer on the full text."""
+    """The loop a user would write: input order, fixed batches of 32, the HF tokenizer, truncation at the same
+    ``max_length`` as every other candidate."""
     import torch
 
     from docscore.checkpoint import load_checkpoint
@@ -130,42 +261,137 @@ def _measure_pytorch(job: dict) -> dict:
         torch.set_num_threads(job["threads"])
     device = job["device"]
     model, tok, spec, _ = load_checkpoint(job["checkpoint"], device=device)
-    max_length = job["max_length"]  # the bundle's, so both sides see the same tokens
-    texts = [t for t in _read_texts(job["inputs"], job["text_column"]) if isinstance(t, str) and t.strip()]
-    tokens = slots = 0
+
+    def tokenize(chunk):
+        enc = tok(chunk, padding=True, truncation=True, max_length=job["max_length"], return_tensors="pt")
+        return {k: v.to(device) for k, v in enc.items() if k in spec.input_names}, enc["attention_mask"]
+
+    def run(feed):
+        model(**feed).cpu()  # .cpu() waits for CUDA
+
     with torch.inference_mode():
-        model(**{k: v.to(device) for k, v in tok(texts[:2], padding=True, truncation=True,
-                                                 max_length=max_length, return_tensors="pt").items()
-                 if k in spec.input_names})  # warm-up
-        t0 = time.perf_counter()
-        for i in range(0, len(texts), TORCH_BATCH):
-            enc = tok(texts[i:i + TORCH_BATCH], padding=True, truncation=True, max_length=max_length,
-                      return_tensors="pt")
-            feed = {k: v.to(device) for k, v in enc.items() if k in spec.input_names}
-            model(**feed).cpu()
-            tokens += int(enc["attention_mask"].sum())
-            slots += enc["attention_mask"].numel()
-        seconds = time.perf_counter() - t0
-    return {"docs": len(texts), "tokens": tokens, "slots": slots, "seconds": seconds,
-            "pad_fraction": 1 - tokens / slots if slots else 0.0}
+        return _plain_loop(_texts(job), tokenize, run, job["warmup_docs"])
 
 
-MEASURES = {"score": _measure_score, "model-only": _measure_model_only, "pytorch-loop": _measure_pytorch}
+def _measure_optimum(job: dict) -> dict:
+    """The same plain loop with Optimum's ONNX Runtime model on the bundle's ``model.onnx``.
+
+    Untested in docscore's CI: Optimum pins a transformers older than docscore's, so it runs from its own
+    virtual environment (``--optimum-python``) and is skipped where it cannot be imported.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    from optimum.onnxruntime import ORTModelForCustomTasks
+    from transformers import PretrainedConfig
+
+    bundle = load_bundle(job["bundle"])
+    spec = bundle.spec
+    options = ort.SessionOptions()
+    if job["threads"]:
+        options.intra_op_num_threads = job["threads"]
+    model = ORTModelForCustomTasks.from_pretrained(
+        str(bundle.path), file_name=bundle.variants["fp32"]["file"], config=PretrainedConfig(),
+        provider="CPUExecutionProvider", session_options=options)
+    tok = bundle.tokenizer(truncate=False)
+    tok.enable_truncation(job["max_length"])
+    tok.enable_padding(pad_id=bundle.pad_id)
+
+    def tokenize(chunk):
+        encs = tok.encode_batch(chunk)
+        feed = {"input_ids": np.array([e.ids for e in encs], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
+                "token_type_ids": np.array([e.type_ids for e in encs], dtype=np.int64)}
+        return {k: v for k, v in feed.items() if k in spec.input_names}, feed["attention_mask"]
+
+    return _plain_loop(_texts(job), tokenize, lambda feed: model(**feed), job["warmup_docs"])
 
 
-def _run_job(job: dict) -> dict:
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "docscore.bench.throughput", json.dumps(job)], capture_output=True,
-                          text=True, env=env)
+MEASURES = {"score": _measure_score, "model-only": _measure_model_only, "pytorch-loop": _measure_pytorch,
+            "optimum-loop": _measure_optimum}
+
+
+def _child_env() -> dict:
+    """The environment of a measurement process: this docscore first on the path (a worktree or a venv of its
+    own imports the same code), offline, tokenizers free to use threads."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1")
+
+
+def _run_job(job: dict, python: str | None = None) -> dict:
+    proc = subprocess.run([python or sys.executable, "-m", "docscore.bench.throughput", json.dumps(job)],
+                          capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark step {job['pipeline']} {job.get('variant')} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def optimum_available(python: str | None = None) -> bool:
+    """Whether ``python`` (default: this interpreter) can import ``optimum.onnxruntime``."""
+    proc = subprocess.run([python or sys.executable, "-c", "import optimum.onnxruntime"], capture_output=True,
+                          env=_child_env())
+    return proc.returncode == 0
+
+
+def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list) -> tuple[list[tuple[str, str]], list[str]]:
+    """(pipeline, variant) pairs to measure and the peers they need; what cannot run goes to ``skipped``."""
+    names = list(opts.variants or bundle.variants)
+    peers = []
+    if opts.peers and opts.device == "cpu" and "fp32" in bundle.variants:
+        peers = list(PEERS)
+    runnable = bench_bundle(opts.bundle, None, tuple(peers))
+    jobs = [("pytorch-loop", "eager")] if opts.checkpoint else []
+    for name in names:
+        why = cannot_run(runnable, name, opts.device)
+        if why:
+            skipped.append({"pipeline": "model-only, score", "variant": name, "why": why})
+            continue
+        jobs += [("model-only", name), ("score", name)]
+    for peer in list(peers):
+        why = cannot_run(runnable, peer, opts.device)
+        if why:
+            skipped.append({"pipeline": "model-only", "variant": peer, "why": why})
+            peers.remove(peer)
+        else:
+            jobs.append(("model-only", peer))
+    if opts.device == "cpu" and "fp32" in bundle.variants:
+        if optimum_available(opts.optimum_python):
+            jobs.append(("optimum-loop", "fp32"))
+        else:
+            skipped.append({"pipeline": "optimum-loop", "variant": "fp32",
+                            "why": f"optimum.onnxruntime not importable by {opts.optimum_python or sys.executable}; "
+                                   "install optimum[onnxruntime] in its own venv and pass --optimum-python "
+                                   "(untested path)"})
+    return jobs, peers
+
+
+def _row(job: dict, r: dict, machine: dict, flops_per_token: Callable[[float], float], threads: int | None,
+         precision: str) -> dict:
+    docs_s = r["docs"] / r["seconds"]
+    useful = r["tokens"] * flops_per_token(r["tokens"] / max(r["docs"], 1))
+    gflops = useful / r["seconds"] / 1e9
+    peak = peak_for(machine, precision, threads) if job["device"] == "cpu" else None
+    row = {"pipeline": job["pipeline"], "variant": job["variant"], "precision": precision, "device": job["device"],
+           **r, "docs_per_s": docs_s, "tokens_per_s": r["tokens"] / r["seconds"], "gflops": gflops,
+           "peak_gflops": peak, "peak_share_pct": 100 * gflops / peak if peak else None}
+    if r.get("model_s"):
+        row["model_gflops"] = useful / r["model_s"] / 1e9
+        row["model_peak_share_pct"] = 100 * row["model_gflops"] / peak if peak else None
+    return row
+
+
 def run_throughput(opts: ThroughputOptions, progress: Callable[[str], None] | None = None) -> dict:
     bundle = load_bundle(opts.bundle)
+    max_length = effective_max_length(bundle.spec.max_length, opts.max_length)
     machine = machine_info()
     scratch = Path(tempfile.mkdtemp(prefix="docscore-bench-"))
+    try:
+        return _run(opts, bundle, max_length, machine, scratch, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
     inputs = list(opts.inputs)
     archive_name = ", ".join(inputs)
     if not inputs:
@@ -174,46 +400,55 @@ def run_throughput(opts: ThroughputOptions, progress: Callable[[str], None] | No
         make_archive(scratch / "archive", opts.rows, opts.generate, shards=2)
         inputs = [str(scratch / "archive")]
         archive_name = f"generated {opts.generate} archive, {opts.rows} real documentation texts"
-    settings = {k: v for k, v in asdict(opts).items()}
-    settings.update(archive_name=archive_name, max_length=bundle.spec.max_length, torch_batch=TORCH_BATCH,
+    settings = dict(asdict(opts), archive_name=archive_name, bundle_max_length=bundle.spec.max_length,
+                    max_length=max_length, torch_batch=TORCH_BATCH,
                     threads_effective=opts.threads or machine["cores"])
     doc = new_run("throughput", machine, settings)
-    linear = linear_flops_per_token(bundle.variant_path("fp32"))
+    doc["skipped"] = []
     from docscore.bench.latency import body_dims
 
+    linear = linear_flops_per_token(bundle.variant_path("fp32"))
     dims = body_dims(bundle, opts.checkpoint)
-    peak = machine.get("peak_fp32_gflops")
-    variants = list(opts.variants or [v for v in bundle.variants if v != "fp16" or opts.device == "cuda"])
+
+    def flops_per_token(mean_len: float) -> float:
+        return linear + (attention_flops_per_token(mean_len, *dims) if dims else 0.0)
+
+    pairs, peers = _plan(opts, bundle, doc["skipped"])
+    runnable = bench_bundle(opts.bundle, None, tuple(peers))
     base = dict(bundle=str(opts.bundle), inputs=inputs, text_column=opts.text_column, threads=opts.threads,
-                device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint,
-                max_length=bundle.spec.max_length)
-    jobs = [dict(base, pipeline="pytorch-loop", variant="eager")] if opts.checkpoint else []
-    for v in variants:
-        jobs += [dict(base, pipeline="model-only", variant=v), dict(base, pipeline="score", variant=v)]
-    for job in jobs:
-        r = _run_job(job)
-        docs_s = r["docs"] / r["seconds"]
-        mean_len = r["tokens"] / max(r["docs"], 1)
-        useful_flops = r["tokens"] * (linear + (attention_flops_per_token(mean_len, *dims) if dims else 0.0))
-        gflops = useful_flops / r["seconds"] / 1e9
-        row = {"pipeline": job["pipeline"], "variant": job["variant"], "device": opts.device, **r,
-               "docs_per_s": docs_s, "tokens_per_s": r["tokens"] / r["seconds"], "gflops": gflops,
-               "peak_share_pct": 100 * gflops / peak if peak and opts.device == "cpu" else None}
+                device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint, max_length=max_length,
+                warmup_docs=opts.warmup_docs, peers=peers)
+    for pipeline, variant in pairs:
+        job = dict(base, pipeline=pipeline, variant=variant)
+        r = _run_job(job, opts.optimum_python if pipeline == "optimum-loop" else None)
+        precision = "fp32" if pipeline in ("pytorch-loop", "optimum-loop") else \
+            variant_precision(variant, runnable.variants[variant])
+        row = _row(job, r, machine, flops_per_token, opts.threads, precision)
         doc["results"].append(row)
         if progress:
-            progress(f"{job['pipeline']:12s} {job['variant']:9s} {docs_s:8.1f} docs/s {row['tokens_per_s']:9.0f} tok/s "
-                     f"pad {100 * (r.get('pad_fraction') or 0):4.1f}% rss {r['peak_rss_mib']:.0f} MiB")
-    torch_row = next((r for r in doc["results"] if r["pipeline"] == "pytorch-loop"), None)
-    model_only = {r["variant"]: r for r in doc["results"] if r["pipeline"] == "model-only"}
-    for r in doc["results"]:
+            split = f" (tokenise {r['tokenize_s']:.1f} s, model {r['model_s']:.1f} s)" if "tokenize_s" in r else ""
+            progress(f"{pipeline:12s} {variant:13s} {row['docs_per_s']:8.1f} docs/s {row['tokens_per_s']:9.0f} tok/s "
+                     f"pad {100 * (r.get('pad_fraction') or 0):4.1f}% rss {r['peak_rss_mib']:.0f} MiB{split}")
+    for s in doc["skipped"]:
+        if progress:
+            progress(f"skipped {s['pipeline']} {s['variant']}: {s['why']}")
+    _relate(doc["results"])
+    if opts.choice:
+        from docscore.batch.choose import ranking
+
+        doc["choice"] = ranking(bundle, opts.device, opts.threads)
+    return doc
+
+
+def _relate(results: list[dict]) -> None:
+    """Speed-ups against the PyTorch loop and each ``score`` row's share of its model-only speed."""
+    torch_row = next((r for r in results if r["pipeline"] == "pytorch-loop"), None)
+    model_only = {r["variant"]: r for r in results if r["pipeline"] == "model-only"}
+    for r in results:
         if torch_row:
             r["speedup_vs_pytorch"] = r["docs_per_s"] / torch_row["docs_per_s"]
         if r["pipeline"] == "score" and r["variant"] in model_only:
             r["share_of_model_only"] = r["docs_per_s"] / model_only[r["variant"]]["docs_per_s"]
-    import shutil
-
-    shutil.rmtree(scratch, ignore_errors=True)
-    return doc
 
 
 def _main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""``docscore bench latency|throughput|compare``: PyTorch and every ONNX variant side by side."""
+"""``docscore bench latency|throughput|choose|compare``: PyTorch and every bundle variant side by side, and\nwhy the default variant is the default."""
 
 from __future__ import annotations
 
@@ -43,11 +43,25 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     thr.add_argument("--generate", choices=["long", "mixed"], default="long",
                      help="kind of archive to generate from real documentation text when no INPUT is given")
     thr.add_argument("--rows", type=int, default=None, help="rows of the generated archive (full: 1000, quick: 64)")
-    thr.add_argument("--max-length", type=int, default=None, help="tokens per document (default: the bundle's)")
+    thr.add_argument("--max-length", type=int, default=None,
+                     help="tokens per document for every candidate, PyTorch included (default: the bundle's; "
+                     "above it is refused)")
+    thr.add_argument("--warmup-docs", type=int, default=None,
+                     help="first documents each candidate runs once, untimed (full: 64, quick: 16)")
+    thr.add_argument("--optimum-python", default=None,
+                     help="python of a venv with optimum[onnxruntime]: adds an Optimum loop (default: this python, "
+                     "skipped when it cannot import optimum)")
     thr.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     thr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     thr.add_argument("--quick", action="store_true", help="small archive: about a minute on 2 cores")
     thr.add_argument("--out", default="runs/bench", help="directory for throughput.json/.md/.png")
+
+    cho = bsub.add_parser("choose", formatter_class=fmt, help="which default variant `score` picks here, and why",
+                          description="Every variant of the bundle: why it can or cannot be the default on this "
+                          "host, the candidates' measured speeds and the one `score` runs without --variant.")
+    cho.add_argument("--model", required=True, help="bundle directory")
+    cho.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    cho.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
 
     cmp_ = bsub.add_parser("compare", help="two JSON results of the same kind side by side, with ratios")
     cmp_.add_argument("base", help="baseline result JSON")
@@ -61,6 +75,13 @@ def run(args) -> int:
     if args.bench_command == "compare":
         base, new = (json.loads(Path(p).read_text()) for p in (args.base, args.new))
         print(report.compare(base, new))
+        return 0
+
+    if args.bench_command == "choose":
+        from docscore.batch.choose import ranking
+        from docscore.bundle import load_bundle
+
+        print(report.choice_text(ranking(load_bundle(args.model), args.device, args.threads)))
         return 0
 
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731

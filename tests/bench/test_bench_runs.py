@@ -31,21 +31,55 @@ def test_latency_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):
     assert "| pytorch | eager |" in capsys.readouterr().out
 
 
-def test_throughput_quick(bundle, tiny_checkpoint_factory, tmp_path):
+def _openvino() -> bool:
+    from docscore import runtime_openvino
+
+    return runtime_openvino.available()
+
+
+def test_throughput_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):
     from docscore.bench.archive import make_archive
 
     make_archive(tmp_path / "arch", rows=40, kind="mixed", shards=2)
     rc = main(["bench", "throughput", str(tmp_path / "arch"), "--model", str(bundle), "--checkpoint",
-               str(tiny_checkpoint_factory("bert")), "--threads", "1", "--out", str(tmp_path / "out")])
+               str(tiny_checkpoint_factory("bert")), "--threads", "1", "--max-length", "16", "--warmup-docs", "8",
+               "--out", str(tmp_path / "out")])
     assert rc == 0
     doc = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    assert doc["settings"]["max_length"] == 16 and doc["settings"]["bundle_max_length"] == 64
     pipes = {(r["pipeline"], r["variant"]) for r in doc["results"]}
-    assert pipes == {("pytorch-loop", "eager"), ("model-only", "fp32"), ("score", "fp32"),
-                     ("model-only", "optimized"), ("score", "optimized")}
+    want = {("pytorch-loop", "eager"), ("model-only", "fp32"), ("score", "fp32"),
+            ("model-only", "optimized"), ("score", "optimized")}
+    if _openvino():
+        want.add(("model-only", "fp32-openvino"))  # the runtime peer: same model.onnx on OpenVINO
+    assert pipes == want
     for r in doc["results"]:
         assert r["docs"] == 40 and r["docs_per_s"] > 0 and r["peak_rss_mib"] > 50
         assert 0 <= r["pad_fraction"] < 1
         assert r["speedup_vs_pytorch"] > 0
+        assert r["tokens"] <= 16 * r["docs"]  # --max-length honoured by every candidate, PyTorch included
+        assert r["precision"] == "fp32"
+        assert r["peak_share_pct"] is None or r["peak_share_pct"] > 0  # vs the fp32 peak
+    torch_row = next(r for r in doc["results"] if r["pipeline"] == "pytorch-loop")
+    assert torch_row["tokenize_s"] > 0 and torch_row["model_s"] > 0
+    assert torch_row["tokenize_s"] + torch_row["model_s"] <= torch_row["seconds"] * 1.001
     score = next(r for r in doc["results"] if r["pipeline"] == "score" and r["variant"] == "fp32")
     assert "share_of_model_only" in score
+    assert any(s["pipeline"] == "optimum-loop" for s in doc["skipped"]) or ("optimum-loop", "fp32") in pipes
+    assert doc["choice"]["chosen"] in ("fp32", "optimized")
+    out = capsys.readouterr().out
+    assert "| pytorch-loop | eager | fp32 | cpu |" in out and "Default variant on cpu" in out
     assert (tmp_path / "out" / "throughput.png").is_file()
+
+
+def test_throughput_refuses_max_length_above_the_bundle(bundle, tmp_path):
+    rc = main(["bench", "throughput", "--model", str(bundle), "--max-length", "65", "--rows", "4",
+               "--out", str(tmp_path)])
+    assert rc != 0 and not (tmp_path / "throughput.json").exists()
+
+
+def test_choose_shows_why(bundle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCSCORE_CACHE_DIR", str(tmp_path))
+    assert main(["bench", "choose", "--model", str(bundle), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Default variant on cpu" in out and "candidate fp32" in out and "candidate optimized" in out

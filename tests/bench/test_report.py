@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from docscore.bench import report
-from docscore.bench.machine import fp32_flops_per_cycle
+from docscore.bench.peaks import fp32_ops_per_cycle as fp32_flops_per_cycle
 from docscore.bench.stats import percentiles
 
 
