@@ -61,7 +61,7 @@ def _variant(bundle: Path, classname: str) -> dict:
 def test_junit_marks_a_changed_variant_file_and_still_writes(two_variants, tmp_path):
     (two_variants / _variant(two_variants, "x.optimized")["file"]).write_bytes(b"changed")
     report = tmp_path / "verify.xml"
-    assert main(["verify", str(two_variants), "--junit-xml", str(report)]) == 2
+    assert main(["verify", str(two_variants), "--junit-xml", str(report)]) == 4
     found = cases(report)
     assert status(found["docscore.verify.optimized", "hashes"]) == "failed"
     assert "sha256 mismatch" in found["docscore.verify.optimized", "hashes"].find("failure").get("message")
@@ -79,7 +79,7 @@ def test_junit_marks_parity_and_invariance_failures(two_variants, tiny_checkpoin
     m["variants"]["optimized"]["invariance"] = {"passed": False, "failures": ["scores change with batch companions"]}
     (two_variants / MANIFEST_NAME).write_text(json.dumps(m))
     assert main(["verify", str(two_variants), "--rehash"]) == 3  # a recorded failure fails verify; nothing resealed
-    assert main(["verify", str(two_variants)]) == 2  # still the edited, unsealed-by-digest manifest
+    assert main(["verify", str(two_variants)]) == 4  # still the edited, unsealed-by-digest manifest
     from docscore.bundle import reseal_manifest
 
     reseal_manifest(two_variants)
@@ -101,7 +101,7 @@ def test_junit_marks_parity_and_invariance_failures(two_variants, tiny_checkpoin
 
 def test_junit_for_a_bundle_that_cannot_be_read(tmp_path):
     report = tmp_path / "verify.xml"
-    assert main(["verify", str(tmp_path / "nope"), "--junit-xml", str(report)]) == 2
+    assert main(["verify", str(tmp_path / "nope"), "--junit-xml", str(report)]) == 4
     found = cases(report)
     assert list(found) == [("docscore.verify.bundle", "manifest")]
     assert "does not exist" in found["docscore.verify.bundle", "manifest"].find("failure").get("message")
