@@ -36,10 +36,12 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    help="more columns copied unchanged (hive partition keys and dotted struct paths included)")
     p.add_argument("--device", default=_D.device, choices=["cpu", "cuda"],
                    help="cuda fails (never falls back to CPU) when ONNX Runtime cannot run on the GPU")
-    p.add_argument("--variant", default=None, choices=["fp32", "optimized", "int8", "fp16"],
-                   help="bundle variant; default: fastest verified one (CPU: int8>optimized>fp32, "
-                   "CUDA: fp16>optimized>fp32)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads (default: all cores)")
+    p.add_argument("--variant", default=None,
+                   choices=["fp32", "optimized", "bf16", "int8", "int8-dynamic", "fp16"],
+                   help="bundle variant; each names its runtime (fp32/optimized/int8-dynamic/fp16: ONNX Runtime; "
+                   "bf16/int8: OpenVINO). Default: the fastest verified, batch-invariant variant this host can run, "
+                   "measured on this CPU and then kept (`docscore bench choose` shows why)")
+    p.add_argument("--threads", type=int, default=None, help="CPU inference threads (default: all cores)")
     p.add_argument("--token-budget", type=int, default=_D.token_budget,
                    help="padded tokens per inference batch (rows x padded length)")
     p.add_argument("--max-batch-rows", type=int, default=_D.max_batch_rows, help="rows per inference batch at most")
