@@ -9,7 +9,11 @@ DS=.venv/bin/docscore
 CKPT=runs/demo/checkpoint
 B=runs/bench/bundle-256
 RES=benchmarks/results
-[ -d "$B" ] || $DS export-onnx "$CKPT" --output "$B" --optimize --quantize int8 --max-length 256
+# int8-dynamic is batch-dependent: kept here (marked, never a default) only to compare it with the static int8.
+BF16=""
+grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && BF16="--bf16"
+[ -d "$B" ] || $DS export-onnx "$CKPT" --output "$B" --optimize --quantize int8 --quantize int8-dynamic \
+    --allow-batch-dependent $BF16 --max-length 256
 $DS bench latency --model "$B" --checkpoint "$CKPT" --batches 1,8,32 --seqs 32,128,256 --out "$RES"
 $DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 1000 ${OPTIMUM_PY:+--optimum-python "$OPTIMUM_PY"} --out "$RES/long"
 $DS bench throughput --model "$B" --checkpoint "$CKPT" --generate mixed --rows 2000 --out "$RES/mixed"
