@@ -70,10 +70,10 @@ def _options(args):
 
 
 def render_variants(variants: dict, out=None) -> None:
-    """A small table: one line per variant with its gate numbers."""
+    """A small table: one line per variant with its runtime and gate numbers."""
     out = out or sys.stdout
-    print(f"{'variant':<10} {'file':<22} {'MiB':>7} {'verified':>8} {'max|Δlogit|':>12} {'max|Δscore|':>12} "
-          f"{'labels':>8}", file=out)
+    print(f"{'variant':<13} {'file':<24} {'runtime':<16} {'MiB':>6} {'verified':>8} {'max|Δlogit|':>12} "
+          f"{'max|Δscore|':>12} {'labels':>8}  invariance", file=out)
     for name, v in variants.items():
         parity = v.get("parity") or {}
         d = parity.get("data", {})
@@ -82,12 +82,21 @@ def render_variants(variants: dict, out=None) -> None:
         logit = f"{worst:.2e}" if parity else "-"
         score = f"{d.get('max_prob_diff', 0.0):.2e}" if parity else "-"
         labels = f"{d.get('label_agreement', 0.0):.2%}" if parity else "-"
-        print(f"{name:<10} {v.get('file', ''):<22} {size:>7.1f} {str(bool(v.get('verified'))).lower():>8} "
-              f"{logit:>12} {score:>12} {labels:>8}", file=out)
+        inv = v.get("invariance") or {}
+        if not inv:
+            inv_s = "-"
+        elif inv.get("bit_identical"):
+            inv_s = "bit-identical"
+        else:
+            inv_s = (f"max|Δscore| {inv.get('max_abs_score_diff', 0.0):.1e}, {inv.get('label_changes', 0)} label "
+                     f"changes" + (" (BATCH-DEPENDENT)" if v.get("batch_dependent") else ""))
+        runtime = f"{v.get('runtime', 'onnxruntime')}/{v.get('precision', 'f32')}"
+        print(f"{name:<13} {v.get('file', ''):<24} {runtime:<16} {size:>6.1f} {str(bool(v.get('verified'))).lower():>8} "
+              f"{logit:>12} {score:>12} {labels:>8}  {inv_s}", file=out)
         if v.get("fusions"):
-            print(f"{'':<10} fusions: {', '.join(f'{k}={n}' for k, n in v['fusions'].items())}", file=out)
+            print(f"{'':<13} fusions: {', '.join(f'{k}={n}' for k, n in v['fusions'].items())}", file=out)
         if v.get("note"):
-            print(f"{'':<10} note: {v['note']}", file=out)
+            print(f"{'':<13} note: {v['note']}", file=out)
 
 
 def run(args) -> int:

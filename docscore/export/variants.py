@@ -16,6 +16,7 @@ Which runtime and precision run a variant is recorded in its manifest entry (``r
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -120,14 +121,20 @@ def quantize_int8_static(src: Path, dst: Path, feeds: list[dict], *, calibration
         raise ExportError("--quantize int8 needs OpenVINO and NNCF: pip install 'docscore[train]' "
                           f"(they are in the train extra) — {e}") from e
     presets = {"performance": nncf.QuantizationPreset.PERFORMANCE, "mixed": nncf.QuantizationPreset.MIXED}
+    nncf_log = logging.getLogger("nncf")
+    level = nncf_log.level
+    nncf_log.setLevel(logging.WARNING)  # NNCF logs each algorithm step at INFO
     try:
-        with _quiet_root_logging("nncf"):
+        # NNCF draws rich progress bars on stdout; the CLI has its own progress and the library must not print
+        with _quiet_root_logging("nncf"), contextlib.redirect_stdout(io.StringIO()):
             model = ov.Core().read_model(str(src))
             quantized = nncf.quantize(model, nncf.Dataset(feeds), preset=presets[preset],
                                       model_type=nncf.ModelType.TRANSFORMER, subset_size=len(feeds))
             ov.save_model(quantized, str(dst), compress_to_fp16=False)  # fp16 weight storage would move scores
     except Exception as e:
         raise ExportError(f"static int8 quantisation (NNCF) of {src.name} failed: {e}") from e
+    finally:
+        nncf_log.setLevel(level)
     bin_file = dst.with_suffix(".bin")
     return [dst.name, bin_file.name], {"quantization": {
         "mode": "static", "tool": f"nncf {nncf.__version__}", "preset": preset, "model_type": "transformer",
