@@ -60,6 +60,7 @@ class Bundle:
 
     path: Path
     manifest: dict
+    uri: str | None = None  # where it was loaded from, when not a local directory (``path`` is then a local copy)
 
     @property
     def spec(self) -> ModelSpec:
@@ -226,3 +227,55 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True, allow_uns
         verify_digest(bundle_dir, manifest, allow_unsealed=allow_unsealed)
         verify_files(bundle_dir, manifest)
     return Bundle(Path(bundle_dir), manifest)
+
+
+def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bundle:
+    """:func:`load_bundle` for a local directory or a URI (``s3://models/bundle``, ``gs://...``).
+
+    A remote bundle is copied once into a local cache (``$DOCSCORE_CACHE`` or ``~/.cache/docscore/bundles``),
+    under the sha256 of its manifest, then hash-checked there like any local bundle: runtimes load local files,
+    and a tampered or truncated copy is refused.
+
+    Args:
+        endpoint: an S3-compatible endpoint for ``s3://`` URIs that name none.
+    """
+    from docscore import storage
+
+    if not storage.has_scheme(uri):
+        return load_bundle(uri)
+    loc = storage.resolve(uri, endpoint)
+    if loc.is_local:
+        return load_bundle(loc.path)
+    try:
+        raw = storage.read_bytes(loc.fs, loc.join(MANIFEST_NAME))
+    except OSError as e:
+        raise BundleError(f"cannot read the bundle {loc.uri}: {' '.join(str(e).split())}") from e
+    if raw is None:
+        raise BundleError(f"{loc.uri} is not a docscore bundle: {MANIFEST_NAME} is missing")
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise BundleError(f"cannot read {loc.uri}/{MANIFEST_NAME}: {e}") from e
+    cache = Path(os.environ.get("DOCSCORE_CACHE") or Path.home() / ".cache" / "docscore") / "bundles"
+    local = cache / hashlib.sha256(raw).hexdigest()
+    if not (local / MANIFEST_NAME).is_file():
+        tmp = cache / f".{local.name}.{os.getpid()}.tmp"
+        try:
+            for rel in [*manifest.get("files", {}), MANIFEST_NAME]:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                with loc.fs.open_input_stream(loc.join(rel)) as src, open(tmp / rel, "wb") as dst:
+                    while block := src.read(1 << 22):
+                        dst.write(block)
+            os.replace(tmp, local)
+        except FileNotFoundError as e:
+            raise BundleError(f"bundle {loc.uri} failed its hash check: {e.filename or e} is missing") from e
+        except OSError as e:
+            if not (local / MANIFEST_NAME).is_file():  # another process may have finished the same copy
+                raise BundleError(f"cannot copy the bundle {loc.uri}: {' '.join(str(e).split())}") from e
+        finally:
+            if tmp.exists():
+                import shutil
+
+                shutil.rmtree(tmp, ignore_errors=True)
+    bundle = load_bundle(local)
+    return Bundle(bundle.path, bundle.manifest, uri=loc.uri)

@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +40,7 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 
+from docscore import storage
 from docscore.errors import LockHeldError
 
 log = logging.getLogger(__name__)
@@ -110,12 +112,14 @@ class WriterLock:
         fs: its file system (local by default).
         stale_after_s: a lock from another host whose heartbeat is older than this is stale.
         heartbeat_s: how often the holder refreshes its heartbeat.
+        name: the output as messages show it (its URI on an object store).
     """
 
     def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None, stale_after_s: float = 600.0,
-                 heartbeat_s: float = 30.0):
+                 heartbeat_s: float = 30.0, name: str | None = None):
         self.fs = fs or local_fs()
         self.out = str(out)
+        self.name = name or self.out  # the output as messages show it (a URI on an object store)
         self.path = _join(self.out, META_DIR, LOCK_NAME)
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
@@ -126,23 +130,11 @@ class WriterLock:
     # the primitives an object store would implement with a conditional PUT / GET / DELETE
 
     def _create_exclusive(self, path: str, data: bytes) -> bool:
-        if not isinstance(self.fs, pafs.LocalFileSystem):
-            raise NotImplementedError("an exclusive create on this file system needs a conditional write")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
+        return storage.create_exclusive(self.fs, path, data)
 
     def _read(self, path: str) -> bytes | None:
         try:
-            with self.fs.open_input_stream(path) as f:
-                return f.read()
+            return storage.read_bytes(self.fs, path)
         except FileNotFoundError:
             return None
 
@@ -188,11 +180,11 @@ class WriterLock:
             if not self.is_stale(held):
                 who = held.describe() if held else "a run that is starting"
                 raise LockHeldError(
-                    f"another docscore run is writing {self.out} ({who}). Wait for it to finish; if it was "
-                    f"killed on another host, its lock {self.path} is taken over once its heartbeat is "
+                    f"another docscore run is writing {self.name} ({who}). Wait for it to finish; if it was "
+                    f"killed on another host, its lock {self.name}/{META_DIR}/{LOCK_NAME} is taken over once its heartbeat is "
                     f"{self.stale_after_s:g} s old, or delete that file")
             self._break(held)
-        raise LockHeldError(f"could not take the lock {self.path}: other runs keep taking it")
+        raise LockHeldError(f"could not take the lock {self.name}/{META_DIR}/{LOCK_NAME}: other runs keep taking it")
 
     def _break(self, stale: LockInfo | None) -> None:
         """Remove a stale lock, unless another run replaced it meanwhile (checked under an exclusive file)."""
@@ -224,11 +216,8 @@ class WriterLock:
                 log.error("the lock %s was taken over by another run", self.path)
                 return
             self.info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
-            tmp = self.path + INPROGRESS
             try:
-                with self.fs.open_output_stream(tmp) as f:
-                    f.write(self._encode(self.info))
-                self.fs.move(tmp, self.path)
+                storage.write_bytes(self.fs, self.path, self._encode(self.info))
             except OSError as e:  # a full disk must not kill the run; the lock just ages
                 log.warning("cannot refresh the lock %s: %s", self.path, e)
 
@@ -252,22 +241,36 @@ class WriterLock:
 
 
 class Staging:
-    """Where a shard's parts and in-progress files live until they are published into ``OUT/<rel>``."""
+    """Where a shard's parts and in-progress files live until they are published into ``OUT/<rel>``.
+
+    On a local disk, files are written under in-progress names and renamed into place. An object store has no
+    rename: files are written to a local temporary directory (:attr:`work_fs`) and uploaded, whole, to their final
+    key (a committed part's, or the output's), which becomes visible only once the upload completes.
+    """
 
     def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None):
         self.fs = fs or local_fs()
         self.out = str(out)
         self.root = _join(self.out, META_DIR, STAGING_DIR)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.work_fs = self.fs if self.local else local_fs()  # where in-progress files are written
+        self._work_dir: str | None = None
 
     def shard_dir(self, rel: str) -> str:
         return _join(self.root, rel + PARTS_SUFFIX)
 
     def part(self, rel: str, index: int) -> str:
-        """A committed part (renamed into place only when whole)."""
+        """A committed part (renamed or uploaded into place only when whole)."""
         return _join(self.shard_dir(rel), f"part-{index:05d}{STAGED}")
 
     def inprogress(self, rel: str, name: str) -> str:
-        """A file being written: ``name`` is ``part-NNNNN`` or ``output``."""
+        """A file being written (on :attr:`work_fs`): ``name`` is ``part-NNNNN`` or ``output``."""
+        if not self.local:
+            if self._work_dir is None:
+                self._work_dir = tempfile.mkdtemp(prefix="docscore-staging-")
+            path = os.path.join(self._work_dir, rel + PARTS_SUFFIX, name + INPROGRESS)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return path
         path = _join(self.shard_dir(rel), name + INPROGRESS)
         self.fs.create_dir(self.shard_dir(rel), recursive=True)
         return path
@@ -279,14 +282,20 @@ class Staging:
             done += 1
         return done
 
+    def _place(self, tmp: str, final: str) -> None:
+        if self.local:
+            self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(tmp, final)
+        else:
+            storage.upload(tmp, self.fs, final)
+
     def commit_part(self, tmp: str, rel: str, index: int) -> None:
-        self.fs.move(tmp, self.part(rel, index))
+        self._place(tmp, self.part(rel, index))
 
     def publish(self, tmp: str, rel: str) -> None:
-        """Rename a whole output into ``OUT/<rel>`` (atomic on a local file system)."""
-        final = _join(self.out, rel)
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        self.fs.move(tmp, final)
+        """Move a whole output into ``OUT/<rel>`` (a rename on a local disk, an upload to the final key on an
+        object store: atomic either way)."""
+        self._place(tmp, _join(self.out, rel))
 
     def discard(self, rel: str) -> None:
         if _exists(self.fs, self.shard_dir(rel)):
