@@ -249,7 +249,7 @@ def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bund
     try:
         raw = storage.read_bytes(loc.fs, loc.join(MANIFEST_NAME))
     except OSError as e:
-        raise BundleError(f"cannot read the bundle {loc.uri}: {' '.join(str(e).split())}") from e
+        raise BundleError(f"cannot read the bundle {loc.uri}: {storage.explain(e)}") from e
     if raw is None:
         raise BundleError(f"{loc.uri} is not a docscore bundle: {MANIFEST_NAME} is missing")
     try:
@@ -271,7 +271,7 @@ def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bund
             raise BundleError(f"bundle {loc.uri} failed its hash check: {e.filename or e} is missing") from e
         except OSError as e:
             if not (local / MANIFEST_NAME).is_file():  # another process may have finished the same copy
-                raise BundleError(f"cannot copy the bundle {loc.uri}: {' '.join(str(e).split())}") from e
+                raise BundleError(f"cannot copy the bundle {loc.uri}: {storage.explain(e)}") from e
         finally:
             if tmp.exists():
                 import shutil

@@ -135,6 +135,22 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+def explain(e: BaseException) -> str:
+    """A store's error on one line, with a hint where the cause is usually the endpoint."""
+    text = _one_line(e)
+    if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve host")):
+        text += "; check the endpoint (--s3-endpoint, the URI's endpoint_override or AWS_ENDPOINT_URL) and the network"
+    return text
+
+
+def missing_bucket(loc: Location) -> str | None:
+    """The bucket of an object-store location when it does not exist (None when it does, or on a local disk)."""
+    if loc.is_local:
+        return None
+    bucket = loc.path.split("/", 1)[0]
+    return bucket if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound else None
+
+
 def s3_options(fs: pafs.FileSystem) -> dict | None:
     """The constructor options of an ``S3FileSystem`` (endpoint, region, scheme), or None for another store."""
     if not isinstance(fs, pafs.S3FileSystem):
@@ -221,8 +237,11 @@ def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
     if options is None:
         raise ConfigError(f"{type(fs).__name__}: docscore's one-writer lock needs a conditional write "
                           "(If-None-Match), which docscore implements for local disks and S3 only")
-    from botocore.exceptions import ClientError
-
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError as e:
+        raise ConfigError("the one-writer lock on S3 is a conditional PUT, sent through boto3: "
+                          "pip install 'docscore[s3]'") from e
     bucket, _, key = path.partition("/")
     try:
         _s3_client(options).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
@@ -232,6 +251,23 @@ def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
             return False
         raise OSError(f"cannot create s3://{path}: {code or _one_line(e)}") from e
     return True
+
+
+def etag(fs: pafs.FileSystem, path: str) -> str | None:
+    """An object's ETag on S3 (it changes with every write of the object; None on other stores or without
+    boto3). ``pyarrow.fs`` reports size and modification time but not the ETag."""
+    options = s3_options(fs)
+    if options is None:
+        return None
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    bucket, _, key = path.partition("/")
+    try:
+        return _s3_client(options).head_object(Bucket=bucket, Key=key).get("ETag")
+    except (BotoCoreError, ClientError):
+        return None
 
 
 _CLIENTS: dict = {}

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from docscore.errors import ConfigError, InputDataError
-from docscore.storage import Location, has_scheme, resolve
+from docscore.storage import Location, explain, has_scheme, resolve
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _discover_remote(loc: Location, item: str) -> list[Shard]:
             found = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
             what = f"directory {loc.uri} holds no *.parquet files"
     except OSError as e:
-        raise InputDataError(f"cannot read {loc.uri}: {' '.join(str(e).split())}", path=loc.uri) from e
+        raise InputDataError(f"cannot read {loc.uri}: {explain(e)}", path=loc.uri) from e
     shards = [Shard(p, p[len(root.rstrip("/")) + 1:], loc.fs, loc.uri_of(p)) for p in found]
     shards = [s for s in shards if not is_hidden(s.rel)]
     if not shards:

@@ -190,6 +190,10 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
     out = resolve(output_dir, options.s3_endpoint)
     shards = discover(inputs, exclude=out, endpoint=options.s3_endpoint)
     try:
+        bucket = storage.missing_bucket(out)
+        if bucket:
+            raise OutputError(f"cannot write {out.uri}: the bucket {bucket} does not exist (docscore never creates "
+                              "buckets); create it or pick another --output", path=out.uri)
         out.fs.create_dir(out.path, recursive=True)
         lock = WriterLock(out.path, out.fs, name=out.uri).acquire()
     except OSError as e:
