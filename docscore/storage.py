@@ -79,7 +79,8 @@ def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
     scheme = parts.scheme.lower()
     query = dict(parse_qsl(parts.query))
     shown = f"{scheme}://{parts.hostname or ''}{parts.path}"
-    if parts.password or any(k.lower() in _SECRET_KEYS for k in query):
+    userinfo_secret = parts.password or (parts.username and scheme in ("s3", "s3a", "gs", "gcs", "abfs", "abfss"))
+    if userinfo_secret or any(k.lower() in _SECRET_KEYS for k in query):
         raise ConfigError(f"{shown}: credentials are never taken from a URI; use the store's standard credential "
                           "chain (environment variables, config files, instance roles)")
     if scheme == "file":
