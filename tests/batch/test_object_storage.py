@@ -82,6 +82,10 @@ def test_s3_to_s3_equals_local_to_local(s3, archive, bundle, local_outputs, cach
     again = json.loads(capsys.readouterr().out)
     assert rc == 0 and again["files_skipped"] == 2 and again["files"] == 0
 
+    assert main(["report", f"s3://{bucket}/scores", "--s3-endpoint", s3.endpoint, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 2 and report["rows"] == 55 and report["last_run"]["success_marker"] is True
+
 
 def test_glob_and_the_standard_endpoint_variable(s3, archive, bundle, local_outputs, monkeypatch, capsys):
     bucket = s3.bucket()
