@@ -51,6 +51,7 @@ STAGING_DIR = "staging"
 PARTS_SUFFIX = ".parts"  # a folder, so never "*.parquet": a glob would take a folder named x.parquet for a file
 STAGED = ".staged"
 INPROGRESS = ".inprogress"
+WORK_PREFIX = "docscore-staging-"  # object stores: <tmp>/docscore-staging-<pid>-*/, files being written
 LEGACY_PARTS_DIR = "_parts"  # docscore before this layout: OUT/_parts/<rel>/part-NNNNN.parquet
 _TAIL_BYTES = 1 << 16  # the Parquet footer (schema, row groups, statistics) lives at the end of the file
 _CHUNK = 1 << 22
@@ -267,7 +268,7 @@ class Staging:
         """A file being written (on :attr:`work_fs`): ``name`` is ``part-NNNNN`` or ``output``."""
         if not self.local:
             if self._work_dir is None:
-                self._work_dir = tempfile.mkdtemp(prefix="docscore-staging-")
+                self._work_dir = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-")
             path = os.path.join(self._work_dir, rel + PARTS_SUFFIX, name + INPROGRESS)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             return path
@@ -325,6 +326,8 @@ class Staging:
             if info.type == pafs.FileType.File and info.path.endswith(".parquet.tmp"):
                 self.fs.delete_file(info.path)
                 removed.append(info.path)
+        if not self.local:
+            removed += _clean_work_dirs()
         if removed:
             log.info("removed %d file(s) left by an earlier, interrupted run", len(removed))
         return removed
@@ -332,6 +335,22 @@ class Staging:
     def remove_all(self) -> None:
         if _exists(self.fs, self.root):
             self.fs.delete_dir(self.root)
+
+
+def _clean_work_dirs() -> list[str]:
+    """Local temporary folders of object-store runs whose process is dead (killed mid-shard)."""
+    import shutil
+
+    removed = []
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(WORK_PREFIX):
+            continue
+        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(os.path.join(root, name))
+    return removed
 
 
 # --- change detection -----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -103,17 +104,20 @@ def test_a_killed_run_on_s3_resumes_to_identical_outputs(s3, archive, bundle, lo
     out = f"s3://{bucket}/scores"
     cmd = [sys.executable, "-m", "docscore", "score", src, "--model", str(bundle), "--output", out, *FLAGS]
     env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint, "PYTHONPATH": str(ROOT)}
-    killed = subprocess.run(cmd, cwd=ROOT, env={**env, "DOCSCORE_FAILPOINT": "part_committed:4"},
-                            capture_output=True, timeout=180)
-    assert killed.returncode == -9, killed.stderr
+    killed = subprocess.Popen(cmd, cwd=ROOT, env={**env, "DOCSCORE_FAILPOINT": "part_committed:4"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert killed.wait(timeout=180) == -9, killed.communicate()
     keys = s3.keys(bucket, "scores/")
     assert "scores/_docscore/lock.json" in keys and "scores/_SUCCESS" not in keys
     assert not [k for k in keys if k.endswith(".parquet") and "/_" not in k[len("scores"):]
                 and k[len("scores/"):] not in local_outputs]  # only whole outputs are visible
+    left = list(Path(tempfile.gettempdir()).glob(f"docscore-staging-{killed.pid}-*"))
+    assert left  # the files it was writing, on this host
     rerun = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr
     assert s3_outputs(s3, bucket, "scores") == local_outputs
     assert_clean(s3, bucket, "scores")
+    assert not [p for p in left if p.exists()]  # the killed run's local files being written are removed
 
 
 def test_second_writer_on_s3_is_refused(s3, archive, bundle, tmp_path):
@@ -184,3 +188,14 @@ def test_bundle_from_s3_is_cached_and_hash_checked(s3, bundle, cache):
 
     with pytest.raises(BundleError, match="hash check"):
         load_bundle_uri(tampered, s3.endpoint)
+
+
+def test_verify_a_bundle_on_s3(s3, bundle, cache, monkeypatch, capsys):
+    bucket = s3.bucket()
+    model = s3.upload(bundle, bucket, "models/bundle")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    assert main(["verify", model]) == 0
+    s3.client.put_object(Bucket=bucket, Key="models/bundle/tokenizer.json", Body=b"{}")
+    capsys.readouterr()
+    assert main(["verify", model]) == 4  # the cached copy is refreshed, not trusted
+    assert "tokenizer.json" in capsys.readouterr().err
