@@ -1,8 +1,9 @@
 """The output's commit protocol: one writer at a time, staging no reader sees, and input change detection.
 
-Every engine (local threads, Ray) goes through these three pieces, written against ``pyarrow.fs`` so they move to
-object storage unchanged where that is cheap (the lock's exclusive create is the one local-only primitive: an
-object store implements it as a conditional PUT, ``If-None-Match: *``).
+Every engine (local threads, Ray) goes through these three pieces, written against ``pyarrow.fs``: the same code
+runs on a local disk and on an object store, where the two primitives a store lacks are replaced (see
+:mod:`docscore.storage`): the lock's exclusive create is a conditional PUT (``If-None-Match: *``), and a rename
+into place is an upload of the finished local file to its final key.
 
 Layout under ``OUT`` (everything docscore keeps besides the outputs starts with ``_``, so Spark, Hive and
 ``pyarrow.dataset`` skip it; no staged name ends in ``.parquet``, so the ``OUT/**/*.parquet`` globs of polars and
@@ -10,15 +11,16 @@ DuckDB, which do descend into ``_`` folders, never count it)::
 
     OUT/_docscore/lock.json                             the writer lock: host, pid, start time, heartbeat
     OUT/_docscore/staging/<rel>.parts/part-NNNNN.staged  committed parts of a shard still in progress
-    OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed)
+    OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed); on an
+                                                        object store these live in a local temporary folder
 
-- :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``); a lock whose process is dead (same host) or
+- :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``, or a conditional PUT); a lock whose process is dead (same host) or
   whose heartbeat is older than ``stale_after_s`` (another host) is taken over, under a second exclusive "break"
   file so two runs cannot both take it over.
 - :class:`Staging`: where parts and in-progress files go, publishing into ``OUT/<rel>``, and cleaning what
   earlier killed runs (and docscore versions before this layout) left.
-- :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash on every
-  night, and the sha256 of the whole file, computed while the scorer reads it and checked only when the cheap
+- :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash (+ the ETag
+  on S3) on every night, and the sha256 of the whole file, computed while the scorer reads it and checked only when the cheap
   fingerprint moved, so a same-size rewrite is caught without hashing the archive every night.
 """
 

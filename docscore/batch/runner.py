@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from docscore import storage
 from docscore.batch.commit import DigestingFile, WriterLock
 from docscore.batch.inputs import InputFile, Shard, discover
 from docscore.batch.options import ScoreOptions
@@ -37,7 +38,6 @@ from docscore.batch.policy import account, handle_deleted, plan_shards, record_f
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.batch.windows import cut_windows
-from docscore import storage
 from docscore.bundle import Bundle, load_bundle_uri
 from docscore.errors import InputDataError, OutputError
 from docscore.storage import Location, resolve
