@@ -60,6 +60,7 @@ class Bundle:
 
     path: Path
     manifest: dict
+    uri: str | None = None  # where it was loaded from, when not a local directory (``path`` is then a local copy)
 
     @property
     def spec(self) -> ModelSpec:
@@ -226,3 +227,76 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True, allow_uns
         verify_digest(bundle_dir, manifest, allow_unsealed=allow_unsealed)
         verify_files(bundle_dir, manifest)
     return Bundle(Path(bundle_dir), manifest)
+
+
+def fetch_bundle(uri: str | os.PathLike, endpoint: str | None = None, refresh: bool = False) -> Path:
+    """A local directory holding the bundle at ``uri``: the directory itself for a local path, else a copy in
+    the local cache (``$DOCSCORE_CACHE`` or ``~/.cache/docscore``, under ``bundles/<sha256 of docscore.json>``).
+
+    Nothing is checked here (:func:`load_bundle` and ``docscore verify`` do that on the copy).
+
+    Args:
+        endpoint: an S3-compatible endpoint for ``s3://`` URIs that name none.
+        refresh: copy again even when the cache holds this manifest's bundle.
+    """
+    from docscore import storage
+
+    if not storage.has_scheme(uri):
+        return Path(uri)
+    loc = storage.resolve(uri, endpoint)
+    if loc.is_local:
+        return Path(loc.path)
+    try:
+        raw = storage.read_bytes(loc.fs, loc.join(MANIFEST_NAME))
+    except OSError as e:
+        raise BundleError(f"cannot read the bundle {loc.uri}: {storage.explain(e)}") from e
+    if raw is None:
+        raise BundleError(f"{loc.uri} is not a docscore bundle: {MANIFEST_NAME} is missing")
+    try:
+        files = list(json.loads(raw).get("files", {}))
+    except (ValueError, AttributeError) as e:
+        raise BundleError(f"cannot read {loc.uri}/{MANIFEST_NAME}: {e}") from e
+    cache = Path(os.environ.get("DOCSCORE_CACHE") or Path.home() / ".cache" / "docscore") / "bundles"
+    local = cache / hashlib.sha256(raw).hexdigest()
+    if (local / MANIFEST_NAME).is_file() and not refresh:
+        return local
+    import shutil
+
+    tmp = cache / f".{local.name}.{os.getpid()}.tmp"
+    try:
+        for rel in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with loc.fs.open_input_stream(loc.join(rel)) as src, open(tmp / rel, "wb") as dst:
+                    while block := src.read(1 << 22):
+                        dst.write(block)
+            except FileNotFoundError:
+                log.warning("bundle %s: %s is missing", loc.uri, rel)  # reported by the hash check
+        (tmp / MANIFEST_NAME).write_bytes(raw)
+        shutil.rmtree(local, ignore_errors=True)
+        os.replace(tmp, local)
+    except OSError as e:
+        if not (local / MANIFEST_NAME).is_file():  # another process may have finished the same copy
+            raise BundleError(f"cannot copy the bundle {loc.uri}: {storage.explain(e)}") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return local
+
+
+def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bundle:
+    """:func:`load_bundle` for a local directory or a URI (``s3://models/bundle``, ``gs://...``).
+
+    A remote bundle is copied once into a local cache (:func:`fetch_bundle`), then hash-checked there like any
+    local bundle: runtimes load local files, and a tampered or truncated copy is refused. A cached copy that fails
+    its check is copied again once (the store may have been fixed since).
+    """
+    from docscore import storage
+
+    local = fetch_bundle(uri, endpoint)
+    if not storage.has_scheme(uri) or storage.resolve(uri, endpoint).is_local:
+        return load_bundle(local)
+    try:
+        bundle = load_bundle(local)
+    except BundleError:
+        bundle = load_bundle(fetch_bundle(uri, endpoint, refresh=True))
+    return Bundle(bundle.path, bundle.manifest, uri=storage.resolve(uri, endpoint).uri)

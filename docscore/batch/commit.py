@@ -1,8 +1,9 @@
 """The output's commit protocol: one writer at a time, staging no reader sees, and input change detection.
 
-Every engine (local threads, Ray) goes through these three pieces, written against ``pyarrow.fs`` so they move to
-object storage unchanged where that is cheap (the lock's exclusive create is the one local-only primitive: an
-object store implements it as a conditional PUT, ``If-None-Match: *``).
+Every engine (local threads, Ray) goes through these three pieces, written against ``pyarrow.fs``: the same code
+runs on a local disk and on an object store, where the two primitives a store lacks are replaced (see
+:mod:`docscore.storage`): the lock's exclusive create is a conditional PUT (``If-None-Match: *``), and a rename
+into place is an upload of the finished local file to its final key.
 
 Layout under ``OUT`` (everything docscore keeps besides the outputs starts with ``_``, so Spark, Hive and
 ``pyarrow.dataset`` skip it; no staged name ends in ``.parquet``, so the ``OUT/**/*.parquet`` globs of polars and
@@ -10,15 +11,16 @@ DuckDB, which do descend into ``_`` folders, never count it)::
 
     OUT/_docscore/lock.json                             the writer lock: host, pid, start time, heartbeat
     OUT/_docscore/staging/<rel>.parts/part-NNNNN.staged  committed parts of a shard still in progress
-    OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed)
+    OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed); on an
+                                                        object store these live in a local temporary folder
 
-- :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``); a lock whose process is dead (same host) or
+- :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``, or a conditional PUT); a lock whose process is dead (same host) or
   whose heartbeat is older than ``stale_after_s`` (another host) is taken over, under a second exclusive "break"
   file so two runs cannot both take it over.
 - :class:`Staging`: where parts and in-progress files go, publishing into ``OUT/<rel>``, and cleaning what
   earlier killed runs (and docscore versions before this layout) left.
-- :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash on every
-  night, and the sha256 of the whole file, computed while the scorer reads it and checked only when the cheap
+- :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash (+ the ETag
+  on S3) on every night, and the sha256 of the whole file, computed while the scorer reads it and checked only when the cheap
   fingerprint moved, so a same-size rewrite is caught without hashing the archive every night.
 """
 
@@ -31,6 +33,7 @@ import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -39,6 +42,7 @@ from datetime import datetime, timezone
 
 import pyarrow.fs as pafs
 
+from docscore import storage
 from docscore.errors import LockHeldError
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,7 @@ STAGING_DIR = "staging"
 PARTS_SUFFIX = ".parts"  # a folder, so never "*.parquet": a glob would take a folder named x.parquet for a file
 STAGED = ".staged"
 INPROGRESS = ".inprogress"
+WORK_PREFIX = "docscore-staging-"  # object stores: <tmp>/docscore-staging-<pid>-*/, files being written
 LEGACY_PARTS_DIR = "_parts"  # docscore before this layout: OUT/_parts/<rel>/part-NNNNN.parquet
 _TAIL_BYTES = 1 << 16  # the Parquet footer (schema, row groups, statistics) lives at the end of the file
 _CHUNK = 1 << 22
@@ -110,12 +115,14 @@ class WriterLock:
         fs: its file system (local by default).
         stale_after_s: a lock from another host whose heartbeat is older than this is stale.
         heartbeat_s: how often the holder refreshes its heartbeat.
+        name: the output as messages show it (its URI on an object store).
     """
 
     def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None, stale_after_s: float = 600.0,
-                 heartbeat_s: float = 30.0):
+                 heartbeat_s: float = 30.0, name: str | None = None):
         self.fs = fs or local_fs()
         self.out = str(out)
+        self.name = name or self.out  # the output as messages show it (a URI on an object store)
         self.path = _join(self.out, META_DIR, LOCK_NAME)
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
@@ -126,23 +133,11 @@ class WriterLock:
     # the primitives an object store would implement with a conditional PUT / GET / DELETE
 
     def _create_exclusive(self, path: str, data: bytes) -> bool:
-        if not isinstance(self.fs, pafs.LocalFileSystem):
-            raise NotImplementedError("an exclusive create on this file system needs a conditional write")
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
+        return storage.create_exclusive(self.fs, path, data)
 
     def _read(self, path: str) -> bytes | None:
         try:
-            with self.fs.open_input_stream(path) as f:
-                return f.read()
+            return storage.read_bytes(self.fs, path)
         except FileNotFoundError:
             return None
 
@@ -188,11 +183,11 @@ class WriterLock:
             if not self.is_stale(held):
                 who = held.describe() if held else "a run that is starting"
                 raise LockHeldError(
-                    f"another docscore run is writing {self.out} ({who}). Wait for it to finish; if it was "
-                    f"killed on another host, its lock {self.path} is taken over once its heartbeat is "
+                    f"another docscore run is writing {self.name} ({who}). Wait for it to finish; if it was "
+                    f"killed on another host, its lock {self.name}/{META_DIR}/{LOCK_NAME} is taken over once its heartbeat is "
                     f"{self.stale_after_s:g} s old, or delete that file")
             self._break(held)
-        raise LockHeldError(f"could not take the lock {self.path}: other runs keep taking it")
+        raise LockHeldError(f"could not take the lock {self.name}/{META_DIR}/{LOCK_NAME}: other runs keep taking it")
 
     def _break(self, stale: LockInfo | None) -> None:
         """Remove a stale lock, unless another run replaced it meanwhile (checked under an exclusive file)."""
@@ -224,11 +219,8 @@ class WriterLock:
                 log.error("the lock %s was taken over by another run", self.path)
                 return
             self.info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
-            tmp = self.path + INPROGRESS
             try:
-                with self.fs.open_output_stream(tmp) as f:
-                    f.write(self._encode(self.info))
-                self.fs.move(tmp, self.path)
+                storage.write_bytes(self.fs, self.path, self._encode(self.info))
             except OSError as e:  # a full disk must not kill the run; the lock just ages
                 log.warning("cannot refresh the lock %s: %s", self.path, e)
 
@@ -252,22 +244,36 @@ class WriterLock:
 
 
 class Staging:
-    """Where a shard's parts and in-progress files live until they are published into ``OUT/<rel>``."""
+    """Where a shard's parts and in-progress files live until they are published into ``OUT/<rel>``.
+
+    On a local disk, files are written under in-progress names and renamed into place. An object store has no
+    rename: files are written to a local temporary directory (:attr:`work_fs`) and uploaded, whole, to their final
+    key (a committed part's, or the output's), which becomes visible only once the upload completes.
+    """
 
     def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None):
         self.fs = fs or local_fs()
         self.out = str(out)
         self.root = _join(self.out, META_DIR, STAGING_DIR)
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self.work_fs = self.fs if self.local else local_fs()  # where in-progress files are written
+        self._work_dir: str | None = None
 
     def shard_dir(self, rel: str) -> str:
         return _join(self.root, rel + PARTS_SUFFIX)
 
     def part(self, rel: str, index: int) -> str:
-        """A committed part (renamed into place only when whole)."""
+        """A committed part (renamed or uploaded into place only when whole)."""
         return _join(self.shard_dir(rel), f"part-{index:05d}{STAGED}")
 
     def inprogress(self, rel: str, name: str) -> str:
-        """A file being written: ``name`` is ``part-NNNNN`` or ``output``."""
+        """A file being written (on :attr:`work_fs`): ``name`` is ``part-NNNNN`` or ``output``."""
+        if not self.local:
+            if self._work_dir is None:
+                self._work_dir = tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-")
+            path = os.path.join(self._work_dir, rel + PARTS_SUFFIX, name + INPROGRESS)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            return path
         path = _join(self.shard_dir(rel), name + INPROGRESS)
         self.fs.create_dir(self.shard_dir(rel), recursive=True)
         return path
@@ -279,14 +285,20 @@ class Staging:
             done += 1
         return done
 
+    def _place(self, tmp: str, final: str) -> None:
+        if self.local:
+            self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(tmp, final)
+        else:
+            storage.upload(tmp, self.fs, final)
+
     def commit_part(self, tmp: str, rel: str, index: int) -> None:
-        self.fs.move(tmp, self.part(rel, index))
+        self._place(tmp, self.part(rel, index))
 
     def publish(self, tmp: str, rel: str) -> None:
-        """Rename a whole output into ``OUT/<rel>`` (atomic on a local file system)."""
-        final = _join(self.out, rel)
-        self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        self.fs.move(tmp, final)
+        """Move a whole output into ``OUT/<rel>`` (a rename on a local disk, an upload to the final key on an
+        object store: atomic either way)."""
+        self._place(tmp, _join(self.out, rel))
 
     def discard(self, rel: str) -> None:
         if _exists(self.fs, self.shard_dir(rel)):
@@ -316,6 +328,8 @@ class Staging:
             if info.type == pafs.FileType.File and info.path.endswith(".parquet.tmp"):
                 self.fs.delete_file(info.path)
                 removed.append(info.path)
+        if not self.local:
+            removed += _clean_work_dirs()
         if removed:
             log.info("removed %d file(s) left by an earlier, interrupted run", len(removed))
         return removed
@@ -325,11 +339,28 @@ class Staging:
             self.fs.delete_dir(self.root)
 
 
+def _clean_work_dirs() -> list[str]:
+    """Local temporary folders of object-store runs whose process is dead (killed mid-shard)."""
+    import shutil
+
+    removed = []
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(WORK_PREFIX):
+            continue
+        pid = name[len(WORK_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            removed.append(os.path.join(root, name))
+    return removed
+
+
 # --- change detection -----------------------------------------------------------------------------------------
 
 
 def stat_fingerprint(path: str | os.PathLike, fs: pafs.FileSystem | None = None) -> dict:
-    """Size, modification time and a hash of the last 64 KiB (the footer): cheap enough for every night."""
+    """Size, modification time, a hash of the last 64 KiB (the footer) and, on S3, the ETag: cheap enough for
+    every night."""
     fs, path = fs or local_fs(), str(path)
     info = fs.get_file_info(path)
     if info.type == pafs.FileType.NotFound:
@@ -337,7 +368,11 @@ def stat_fingerprint(path: str | os.PathLike, fs: pafs.FileSystem | None = None)
     with fs.open_input_file(path) as f:
         size = f.size()
         tail = f.read_at(min(size, _TAIL_BYTES), max(0, size - _TAIL_BYTES))
-    return {"size": size, "mtime_ns": info.mtime_ns, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+    fp = {"size": size, "mtime_ns": info.mtime_ns, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+    tag = storage.etag(fs, path)  # S3: changes with every write, even a same-second, same-size one
+    if tag is not None:
+        fp["etag"] = tag
+    return fp
 
 
 def file_digest(path: str | os.PathLike, fs: pafs.FileSystem | None = None) -> str:
@@ -362,7 +397,7 @@ def detect_change(recorded: dict | None, current: dict, path: str | os.PathLike,
     """
     if not recorded:
         return True, current
-    cheap = ("size", "mtime_ns", "tail_sha256")
+    cheap = ("size", "mtime_ns", "tail_sha256", "etag")
     if all(recorded.get(k) == current.get(k) for k in cheap):
         return False, {**current, "sha256": recorded.get("sha256")}
     if not recorded.get("sha256") or recorded.get("size") != current.get("size"):

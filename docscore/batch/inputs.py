@@ -9,28 +9,47 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from docscore.errors import ConfigError, InputDataError
+from docscore.storage import Location, explain, has_scheme, resolve
 
 
 @dataclass(frozen=True)
 class Shard:
-    """One input file and where its output goes (``rel``, relative to the output directory)."""
+    """One input file and where its output goes (``rel``, relative to the output directory).
 
-    path: Path
+    ``path`` is a local path, or, for a file on an object store, its path on ``fs`` (``uri`` is then the URI
+    shown in messages and recorded in the manifest).
+    """
+
+    path: Path | str
     rel: str
+    fs: pafs.FileSystem | None = field(default=None, compare=False, repr=False)
+    uri: str | None = None
 
     @property
     def partitions(self) -> tuple[tuple[str, str], ...]:
         """The hive ``key=value`` folders of ``rel``, outermost first."""
         return hive_partitions(self.rel)
+
+    @property
+    def name(self) -> str:
+        """The input as messages show it: the path given, or the URI."""
+        return self.uri or str(self.path)
+
+    @property
+    def source(self) -> str:
+        """The input as the manifest records it: an absolute local path, or the URI."""
+        return self.uri or str(Path(self.path).resolve())
 
 
 def hive_partitions(rel: str) -> tuple[tuple[str, str], ...]:
@@ -47,15 +66,34 @@ def is_hidden(rel: str) -> bool:
     return any(part.startswith(("_", ".")) for part in rel.split("/"))
 
 
-def discover(inputs: list[str | os.PathLike], exclude: Path | None = None) -> list[Shard]:
-    """Expand files, directories (every ``*.parquet`` below, recursively) and globs, in a stable order.
+def discover(inputs: list[str | os.PathLike], exclude: Location | Path | None = None,
+             endpoint: str | None = None) -> list[Shard]:
+    """Expand files, directories (every ``*.parquet`` below, recursively) and globs, local or URIs, in a stable
+    order.
 
     Output paths mirror the layout under each directory or glob root; a plain file keeps its name. Two inputs
     mapping to the same output path are refused.
+
+    Args:
+        endpoint: the S3-compatible endpoint for ``s3://`` inputs that name none.
     """
+    if isinstance(exclude, Location):
+        exclude_loc, exclude = exclude, (Path(exclude.path) if exclude.is_local else None)
+    else:
+        exclude_loc = None
     shards: dict[str, Shard] = {}
     for item in inputs:
         item = str(item)
+        if has_scheme(item):
+            loc = resolve(item, endpoint)
+            if not loc.is_local:
+                for shard in _discover_remote(loc, item):
+                    if exclude_loc is not None and not exclude_loc.is_local and (
+                            shard.path + "/").startswith(exclude_loc.path.rstrip("/") + "/"):
+                        continue
+                    _add(shards, shard)
+                continue
+            item = loc.path
         if glob.has_magic(item):
             root = Path(_glob_root(item))
             found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
@@ -79,13 +117,72 @@ def discover(inputs: list[str | os.PathLike], exclude: Path | None = None) -> li
         for path, rel in pairs:
             if exclude is not None and _inside(path, exclude):
                 continue
-            if not rel.endswith(".parquet"):
-                rel += ".parquet"
-            if rel in shards and shards[rel].path.resolve() != path.resolve():
-                raise ConfigError(f"inputs {shards[rel].path} and {path} would both write {rel}; "
-                                  "score them into different output directories")
-            shards[rel] = Shard(path, rel)
+            _add(shards, Shard(path, rel))
     return list(shards.values())
+
+
+def _add(shards: dict[str, Shard], shard: Shard) -> None:
+    rel = shard.rel if shard.rel.endswith(".parquet") else shard.rel + ".parquet"
+    shard = replace(shard, rel=rel)
+    if rel in shards and shards[rel].source != shard.source:
+        raise ConfigError(f"inputs {shards[rel].name} and {shard.name} would both write {rel}; "
+                          "score them into different output directories")
+    shards[rel] = shard
+
+
+def _discover_remote(loc: Location, item: str) -> list[Shard]:
+    """The files of a directory, glob or file on an object store (the glob matched against the keys)."""
+    try:
+        if glob.has_magic(loc.path):
+            root = _glob_root(loc.path)
+            pattern = re.compile(_glob_regex(loc.path))
+            infos = loc.fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+            found = sorted(i.path for i in infos if i.type == pafs.FileType.File and pattern.fullmatch(i.path))
+            what = f"no files match {item!r}"
+        else:
+            info = loc.fs.get_file_info(loc.path)
+            if info.type == pafs.FileType.File:
+                return [Shard(loc.path, loc.path.rsplit("/", 1)[-1], loc.fs, loc.uri_of(loc.path))]
+            if info.type == pafs.FileType.NotFound:
+                raise InputDataError(f"input {loc.uri} does not exist", path=loc.uri)
+            root = loc.path
+            infos = loc.fs.get_file_info(pafs.FileSelector(root, recursive=True))
+            found = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(".parquet"))
+            what = f"directory {loc.uri} holds no *.parquet files"
+    except OSError as e:
+        raise InputDataError(f"cannot read {loc.uri}: {explain(e)}", path=loc.uri) from e
+    shards = [Shard(p, p[len(root.rstrip("/")) + 1:], loc.fs, loc.uri_of(p)) for p in found]
+    shards = [s for s in shards if not is_hidden(s.rel)]
+    if not shards:
+        raise InputDataError(f"{what} (paths with a component starting with _ or . are skipped)", path=loc.uri)
+    return shards
+
+
+def _glob_regex(pattern: str) -> str:
+    """A glob over object keys as a regex: ``**`` spans folders, ``*`` and ``?`` stay inside one."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 1:]:
+            j = pattern.index("]", i + 1)
+            body = pattern[i + 1:j]
+            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
+            i = j + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
 
 
 def _glob_root(pattern: str) -> str:

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq
 
+from docscore import storage
 from docscore.batch.commit import detect_change, stat_fingerprint
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.state import RunState
 from docscore.errors import DocscoreError, InputDataError
+from docscore.storage import has_scheme, resolve
 
 if TYPE_CHECKING:
     from docscore.batch.runner import RunSummary
@@ -38,32 +40,32 @@ def plan_shards(shards: list[Shard], state: RunState, options: ScoreOptions, sum
     for shard in shards:
         entry = state.shards.get(shard.rel)
         try:
-            fp = stat_fingerprint(shard.path)
-            changed, fp = detect_change(entry.get("fingerprint") if entry else None, fp, shard.path)
+            fp = stat_fingerprint(shard.path, shard.fs)
+            changed, fp = detect_change(entry.get("fingerprint") if entry else None, fp, shard.path, shard.fs)
         except OSError as e:
-            record_failure(state, summary, shard, None, InputDataError(f"cannot read: {e}", path=shard.path), options)
+            record_failure(state, summary, shard, None, InputDataError(f"cannot read: {e}", path=shard.name), options)
             continue
         if entry and entry.get("status") == "done":
             if changed:
                 action = {"rescore": "rescored", "refuse": "refused", "keep": "kept"}[options.on_change]
-                summary.changed.append({"path": str(shard.path), "output": shard.rel, "action": action})
-                log.warning("%s changed since it was scored: %s (--on-change %s)", shard.path, action,
+                summary.changed.append({"path": shard.name, "output": shard.rel, "action": action})
+                log.warning("%s changed since it was scored: %s (--on-change %s)", shard.name, action,
                             options.on_change)
                 if action != "rescored":
                     continue
                 state.staging.discard(shard.rel)  # the old output stays readable until the new one replaces it
-            elif (state.out / shard.rel).is_file():
+            elif state.has_output(shard.rel):
                 summary.files_skipped += 1
                 summary.skipped.append(shard.rel)
                 if fp != entry.get("fingerprint"):  # e.g. touched or copied: same digest, new mtime
                     state.record(shard.rel, {**entry, "fingerprint": fp})
                 continue
         elif entry and changed and entry.get("fingerprint"):
-            log.info("%s changed since its unfinished run; starting it over", shard.path)
+            log.info("%s changed since its unfinished run; starting it over", shard.name)
             state.discard(shard.rel)
         todo[shard] = fp
         try:
-            total_rows += pq.read_metadata(shard.path).num_rows
+            total_rows += pq.read_metadata(shard.path, filesystem=shard.fs).num_rows
         except Exception:  # noqa: BLE001 - an unreadable footer is reported when the shard is read
             pass
     return todo, total_rows
@@ -74,7 +76,7 @@ def handle_deleted(shards: list[Shard], state: RunState, options: ScoreOptions, 
     current = {s.rel for s in shards}
     for rel, entry in sorted(state.shards.items()):
         source = entry.get("input")
-        if rel in current or not source or os.path.exists(source):
+        if rel in current or not source or _exists(source, options.s3_endpoint):
             continue
         action = "pruned" if options.prune else "kept"
         summary.deleted.append({"input": source, "output": rel, "action": action})
@@ -83,6 +85,17 @@ def handle_deleted(shards: list[Shard], state: RunState, options: ScoreOptions, 
             state.forget(rel)
         else:
             log.warning("%s was deleted but its output %s is kept (pass --prune to remove it)", source, rel)
+
+
+def _exists(source: str, endpoint: str | None) -> bool:
+    """Whether a recorded input (a local path or a URI) still exists; an unreachable store counts as existing."""
+    if not has_scheme(source):
+        return os.path.exists(source)
+    try:
+        loc = resolve(source, endpoint)
+        return storage.exists(loc.fs, loc.path)
+    except (OSError, DocscoreError):
+        return True
 
 
 def account(shards: list[Shard], state: RunState, summary: "RunSummary") -> None:
@@ -98,7 +111,7 @@ def account(shards: list[Shard], state: RunState, summary: "RunSummary") -> None
     for shard, cols in typed:
         odd = {n: t for n, t in cols.items() if t != expected[n]}
         if odd:
-            summary.schema_drift.append({"path": str(shard.path), "columns": odd,
+            summary.schema_drift.append({"path": shard.name, "columns": odd,
                                          "expected": {n: expected[n] for n in odd}})
 
 
@@ -107,8 +120,8 @@ def record_failure(state: RunState, summary: "RunSummary", shard: Shard, fp: dic
     """Report an unreadable shard and mark it failed; with ``fail_fast``, raise."""
     log.error("%s", error)
     summary.files_failed += 1
-    summary.failed.append({"path": str(shard.path), "error": str(error)})
-    state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": fp, "status": "failed",
+    summary.failed.append({"path": shard.name, "error": str(error)})
+    state.record(shard.rel, {"input": shard.source, "fingerprint": fp, "status": "failed",
                              "error": str(error)})
     if options.fail_fast:
-        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.path)
+        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.name)

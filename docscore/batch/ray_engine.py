@@ -58,6 +58,7 @@ from docscore.batch.runner import (_DONE, Progress, RunSummary, _Pipeline, _RowS
                                    _types, run_shards)
 from docscore.batch.scorer import UNK_WARN_FRACTION, Scorer, WindowStats
 from docscore.batch.state import RunState
+from docscore.storage import has_scheme
 from docscore.bundle import Bundle
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
 
@@ -435,6 +436,11 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
     """
     import_ray()  # the install hint comes before any work
     options = options or ScoreOptions()
+    remote = [str(u) for u in [*inputs, bundle, output_dir]
+              if not isinstance(u, Bundle) and has_scheme(u) and not str(u).startswith("file://")]
+    if remote:
+        raise ConfigError(f"--engine ray reads and writes local (or shared-mount) paths only, not {remote[0]}; "
+                          "use --engine local for object storage")
     ray_options = replace(ray_options or RayOptions(), **ray_fields)
     if not ray_options.local:  # a dead address fails before the output directory is touched
         probe_address(resolve_address(ray_options.address), ray_options.connect_timeout_s)

@@ -5,38 +5,49 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from docscore import storage
 from docscore.batch.commit import WriterLock
-from docscore.errors import InputDataError
 from docscore.batch.state import RUN_MANIFEST, SUCCESS, SUMMARY
+from docscore.errors import InputDataError
+from docscore.storage import Location
 
 
-def output_files(out: str | Path) -> list[Path]:
-    """The outputs the run manifest lists as done (never temporary files or committed parts)."""
-    out = Path(out)
-    manifest = out / RUN_MANIFEST
-    if not manifest.is_file():
-        raise InputDataError(f"{out} is not a docscore score output: {RUN_MANIFEST} is missing", path=out)
-    shards = json.loads(manifest.read_text()).get("shards", {})
-    return [out / rel for rel, entry in sorted(shards.items()) if entry.get("status") == "done"]
+def _location(out: str | Path | Location, endpoint: str | None = None) -> Location:
+    return out if isinstance(out, Location) else storage.resolve(out, endpoint)
 
 
-def last_run(out: str | Path) -> dict:
+def output_files(out: str | Path | Location, endpoint: str | None = None) -> list[str]:
+    """The outputs the run manifest lists as done (never temporary files or committed parts), as paths on the
+    output's file system."""
+    loc = _location(out, endpoint)
+    try:
+        raw = storage.read_bytes(loc.fs, loc.join(RUN_MANIFEST))
+    except OSError as e:
+        raise InputDataError(f"cannot read {loc.uri}: {storage.explain(e)}", path=loc.uri) from e
+    if raw is None:
+        raise InputDataError(f"{loc.uri} is not a docscore score output: {RUN_MANIFEST} is missing", path=loc.uri)
+    shards = json.loads(raw).get("shards", {})
+    return [loc.join(rel) for rel, entry in sorted(shards.items()) if entry.get("status") == "done"]
+
+
+def last_run(out: str | Path | Location, endpoint: str | None = None) -> dict:
     """The decisions of the last run on ``out`` (from ``_docscore_summary.json``): files scored / skipped /
     changed / deleted / failed, the row error rate, schema drift, whether it was healthy and ``_SUCCESS``."""
-    out = Path(out)
+    loc = _location(out, endpoint)
     try:
-        s = json.loads((out / SUMMARY).read_text())
-    except (OSError, ValueError):
+        s = json.loads(storage.read_bytes(loc.fs, loc.join(SUMMARY)))
+    except (OSError, ValueError, TypeError):
         return {}
     keys = ("scored", "skipped", "changed", "deleted", "failed", "schema_drift", "error_rate", "max_error_rate",
             "problems", "ok")
-    lock = WriterLock(out)
+    lock = WriterLock(loc.path, loc.fs)
     holder = lock.holder()
     running = holder.describe() if holder is not None and not lock.is_stale(holder) else None
-    return {**{k: s.get(k) for k in keys}, "success_marker": (out / SUCCESS).exists(), "running": running}
+    return {**{k: s.get(k) for k in keys}, "success_marker": storage.exists(loc.fs, loc.join(SUCCESS)),
+            "running": running}
 
 
-def summarize(out: str | Path, bins: int = 10) -> dict:
+def summarize(out: str | Path | Location, bins: int = 10, endpoint: str | None = None) -> dict:
     """Label distribution, confidence and error counts over every finished output of ``out``.
 
     Returns:
@@ -47,10 +58,17 @@ def summarize(out: str | Path, bins: int = 10) -> dict:
     """
     import polars as pl
 
-    files = output_files(out)
+    loc = _location(out, endpoint)
+    files = output_files(loc)
     if not files:
-        return {"files": 0, "rows": 0, "errors": {}, "labels": [], "confidence": [], "last_run": last_run(out)}
-    lf = pl.scan_parquet([str(f) for f in files]).select("label", "score", "error")
+        return {"files": 0, "rows": 0, "errors": {}, "labels": [], "confidence": [], "last_run": last_run(loc)}
+    if loc.is_local:
+        lf = pl.scan_parquet(files)
+    else:  # polars reads the store through the same pyarrow file system (credentials from the same chain)
+        import pyarrow.dataset as ds
+
+        lf = pl.scan_pyarrow_dataset(ds.dataset(files, format="parquet", filesystem=loc.fs))
+    lf = lf.select("label", "score", "error")
     rows = lf.select(pl.len()).collect().item()
     errors = lf.filter(pl.col("error").is_not_null()).group_by("error").len().sort("error").collect()
     ok = lf.filter(pl.col("error").is_null())
@@ -78,5 +96,5 @@ def summarize(out: str | Path, bins: int = 10) -> dict:
         "labels": labels.select("label", "rows", "share", "mean_score", "p10_score", "median_score").to_dicts(),
         "confidence": [{"bin_low": edges[b], "bin_high": edges[b + 1], "rows": int(counts.get(b, 0))}
                        for b in range(bins)],
-        "last_run": last_run(out),
+        "last_run": last_run(loc),
     }

@@ -26,11 +26,11 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from docscore import storage
 from docscore.batch.commit import DigestingFile, WriterLock
 from docscore.batch.inputs import InputFile, Shard, discover
 from docscore.batch.options import ScoreOptions
@@ -38,8 +38,9 @@ from docscore.batch.policy import account, handle_deleted, plan_shards, record_f
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.batch.windows import cut_windows
-from docscore.bundle import Bundle, load_bundle
+from docscore.bundle import Bundle, load_bundle_uri
 from docscore.errors import InputDataError, OutputError
+from docscore.storage import Location, resolve
 
 log = logging.getLogger(__name__)
 
@@ -186,31 +187,35 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
     """
     t0 = time.perf_counter()
     progress = progress or Progress()
-    out = Path(output_dir)
-    shards = discover(inputs, exclude=out)
+    out = resolve(output_dir, options.s3_endpoint)
+    shards = discover(inputs, exclude=out, endpoint=options.s3_endpoint)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        lock = WriterLock(out).acquire()
+        bucket = storage.missing_bucket(out)
+        if bucket:
+            raise OutputError(f"cannot write {out.uri}: the bucket {bucket} does not exist (docscore never creates "
+                              "buckets); create it or pick another --output", path=out.uri)
+        out.fs.create_dir(out.path, recursive=True)
+        lock = WriterLock(out.path, out.fs, name=out.uri).acquire()
     except OSError as e:
-        raise OutputError.from_os(e, "create", path=out) from e
+        raise OutputError.from_os(e, "create", path=out.uri) from e
     try:
         return _run_locked(shards, bundle, out, options, progress, execute, load_scorer, t0)
     except OSError as e:
-        raise OutputError.from_os(e, path=out) from e
+        raise OutputError.from_os(e, path=None if out.is_local else out.uri) from e
     finally:
         lock.release()
 
 
-def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Progress, execute, load_scorer,
+def _run_locked(shards, bundle, out: Location, options: ScoreOptions, progress: Progress, execute, load_scorer,
                 t0) -> RunSummary:
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle_uri(bundle, options.s3_endpoint)
     scorer = Scorer(bundle, options)
     if load_scorer:
         scorer.load()
-    bundle_info = {"path": str(bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
+    bundle_info = {"path": str(getattr(bundle, "uri", None) or bundle.path), "sha256": bundle.sha256, "variant": scorer.variant}
     state = RunState.open(out, bundle_info, options.fingerprint(scorer.variant), options.overwrite)
-    (out / SUCCESS).unlink(missing_ok=True)
-    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=str(out),
+    storage.delete(out.fs, out.join(SUCCESS))
+    summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=out.uri,
                          max_error_rate=options.max_error_rate)
     summary.cleaned = len(state.staging.clean(
         keep={rel for rel, e in state.shards.items() if e.get("status") == "pending"}))
@@ -234,7 +239,7 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
             state.compact()
             account(shards, state, summary)
             summary.wall_s = time.perf_counter() - t0
-            write_json_atomic(out / SUMMARY, summary.to_dict())
+            write_json_atomic(out.join(SUMMARY), summary.to_dict(), out.fs)
         except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
             if not failed:
                 raise
@@ -242,7 +247,7 @@ def _run_locked(shards, bundle, out: Path, options: ScoreOptions, progress: Prog
     if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
         state.staging.remove_all()
         if summary.ok:
-            (out / SUCCESS).write_text("")
+            storage.write_bytes(out.fs, out.join(SUCCESS), b"")
     for problem in summary.problems:
         log.warning("%s: %s", out, problem)
     return summary
@@ -342,7 +347,7 @@ class _Pipeline:
                 self._read_shard(shard, fp)
             except (OSError, pa.ArrowException, InputDataError) as e:
                 error = e if isinstance(e, InputDataError) else InputDataError(
-                    f"cannot read: {type(e).__name__}: {e}", path=shard.path)
+                    f"cannot read: {type(e).__name__}: {e}", path=shard.name)
                 if self.options.fail_fast:
                     raise error from e
                 self._put(self.to_infer, ("error", shard, (fp, error)))
@@ -351,10 +356,10 @@ class _Pipeline:
     def _read_shard(self, shard: Shard, fp: dict) -> None:
         scorer, opts = self.scorer, self.options
         columns = scorer.input_columns()
-        with DigestingFile(shard.path) as source:  # the content digest, computed as the file is read
-            src = InputFile(source, shard.partitions, columns, path=shard.path)
+        with DigestingFile(shard.path, shard.fs) as source:  # the content digest, computed as the file is read
+            src = InputFile(source, shard.partitions, columns, path=shard.name)
             source.start()
-            scorer.check_columns(src.schema, path=shard.path)
+            scorer.check_columns(src.schema, path=shard.name)
             input_schema = pa.schema([src.schema.field(c) for c in columns])
             schema = scorer.output_schema(input_schema)
             n = src.num_rows
@@ -362,7 +367,7 @@ class _Pipeline:
             done = self.state.staging.committed_parts(shard.rel, n_parts) if n_parts > 1 else 0
             self._put(self.to_infer, ("start", shard, {"fp": fp, "rows": n, "parts": n_parts, "done": done,
                                                        "schema": schema, "columns": _types(input_schema)}))
-            stream = _RowStream(src, done * opts.checkpoint_rows, columns, opts.read_batch_rows, shard.path)
+            stream = _RowStream(src, done * opts.checkpoint_rows, columns, opts.read_batch_rows, shard.name)
             for part in range(done, n_parts):
                 count = min(opts.checkpoint_rows, n - part * opts.checkpoint_rows)
                 for window in cut_windows(stream.take(count), scorer.window_lengths, opts.sort_window,
@@ -395,7 +400,7 @@ class _Pipeline:
                 kind, shard, payload = item
                 if kind == "start":
                     current = {"shard": shard, **payload, "writer": None, "tmp": None}
-                    self.state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": payload["fp"],
+                    self.state.record(shard.rel, {"input": shard.source, "fingerprint": payload["fp"],
                                                   "status": "pending", "rows": payload["rows"],
                                                   "parts": payload["parts"]})
                 elif kind == "window":
@@ -432,7 +437,7 @@ class _Pipeline:
         part = current.get("part", current["done"])
         staging = self.state.staging
         current["tmp"] = staging.inprogress(current["shard"].rel, f"part-{part:05d}")
-        current["writer"] = pq.ParquetWriter(current["tmp"], current["schema"], filesystem=staging.fs)
+        current["writer"] = pq.ParquetWriter(current["tmp"], current["schema"], filesystem=staging.work_fs)
 
     def _commit_part(self, current: dict, part: int) -> None:
         if current["writer"] is None:  # an empty input: an empty output with the right schema
@@ -450,12 +455,12 @@ class _Pipeline:
 
     def _commit_shard(self, current: dict) -> None:
         shard, staging = current["shard"], self.state.staging
-        final = self.state.out / shard.rel
+        final = self.state.path(shard.rel)
         if current["parts"] > 1:
             _merge_parts(staging, shard.rel, current["parts"], current["schema"])
         _failpoint("output_committed")
-        errors = pq.read_table(final, columns=["error"]).column("error")
-        self.state.record(shard.rel, {"input": str(shard.path.resolve()), "fingerprint": current["fp"],
+        errors = pq.read_table(final, columns=["error"], filesystem=self.state.fs).column("error")
+        self.state.record(shard.rel, {"input": shard.source, "fingerprint": current["fp"],
                                       "status": "done", "rows": current["rows"], "parts": current["parts"],
                                       "errors": len(errors) - errors.null_count,
                                       "columns": current.get("columns", {})})
@@ -473,7 +478,7 @@ class _Pipeline:
                 pass
         if current.get("tmp") is not None:
             try:
-                self.state.staging.fs.delete_file(current["tmp"])
+                self.state.staging.work_fs.delete_file(current["tmp"])
             except OSError:
                 pass  # removed by the next run's clean-up
         current["writer"] = current["tmp"] = None
@@ -486,7 +491,7 @@ def _types(schema: pa.Schema) -> dict[str, str]:
 def _merge_parts(staging, rel: str, n_parts: int, schema: pa.Schema) -> None:
     """Copy committed parts, row group by row group, into the shard's output (via an in-progress name)."""
     tmp = staging.inprogress(rel, "output")
-    with pq.ParquetWriter(tmp, schema, filesystem=staging.fs) as writer:
+    with pq.ParquetWriter(tmp, schema, filesystem=staging.work_fs) as writer:
         for part in range(n_parts):
             pf = pq.ParquetFile(staging.fs.open_input_file(staging.part(rel, part)))
             for rg in range(pf.num_row_groups):

@@ -22,7 +22,9 @@ Layout of ``OUT``::
     }
 
 The journal keeps a rerun's bookkeeping O(1) per shard on archives of thousands of files; a torn last line
-(a kill mid-append) is ignored, and the shard it described is redone.
+(a kill mid-append) is ignored, and the shard it described is redone. An object store cannot append: there each
+event is one small object, ``OUT/_docscore/journal/NNNNNNNN.json`` (written whole by one PUT), replayed in order.
+The journal is the commit record: an output counts as done only once its "done" event is written.
 """
 
 from __future__ import annotations
@@ -30,48 +32,54 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
-from docscore.batch.commit import Staging
+import pyarrow.fs as pafs
+
+from docscore import storage
+from docscore.batch.commit import META_DIR, Staging
 from docscore.errors import ConfigError
+from docscore.storage import Location
 
 log = logging.getLogger(__name__)
 
 RUN_FORMAT = "docscore-run/1"
 RUN_MANIFEST = "_docscore_run.json"
 JOURNAL = "_docscore_journal.jsonl"
+JOURNAL_DIR = "journal"  # object stores: META_DIR/journal/NNNNNNNN.json, one event each
 SUMMARY = "_docscore_summary.json"
 SUCCESS = "_SUCCESS"
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        e.filename = e.filename or str(tmp)
-        raise
+def write_json_atomic(path: str | os.PathLike, data: dict, fs: pafs.FileSystem | None = None) -> None:
+    storage.write_bytes(fs or pafs.LocalFileSystem(), str(path), (json.dumps(data, indent=2) + "\n").encode())
 
 
 class RunState:
     """The manifest of one output directory, loaded (and checked) or created."""
 
-    def __init__(self, out: Path, header: dict, shards: dict[str, dict]):
+    def __init__(self, out: Location, header: dict, shards: dict[str, dict], journal_seq: int = 0):
         self.out = out
+        self.fs = out.fs
         self.header = header
         self.shards = shards
-        self.staging = Staging(out)
+        self.staging = Staging(out.path, out.fs)
         self._journal = None
+        self._seq = journal_seq  # object stores: the next journal event's number
+
+    def path(self, rel: str) -> str:
+        """The file-system path of ``rel`` below the output."""
+        return self.out.join(rel)
+
+    def has_output(self, rel: str) -> bool:
+        return storage.is_file(self.fs, self.path(rel))
 
     @classmethod
-    def open(cls, out: Path, bundle: dict, options: dict, overwrite: bool) -> "RunState":
+    def open(cls, out: Location, bundle: dict, options: dict, overwrite: bool) -> "RunState":
         """Load the manifest of ``out`` and refuse a different bundle or options (unless ``overwrite``, which
         discards the earlier outputs); create a fresh one when there is none."""
-        out.mkdir(parents=True, exist_ok=True)
+        out.fs.create_dir(out.path, recursive=True)
         header = {"format": RUN_FORMAT, "bundle": bundle, "options": options}
-        path = out / RUN_MANIFEST
-        if path.is_file():
+        if storage.is_file(out.fs, out.join(RUN_MANIFEST)):
             old = cls._load(out)
             problems = []
             if old.header.get("bundle", {}).get("sha256") != bundle["sha256"]:
@@ -95,7 +103,7 @@ class RunState:
                 )
             log.warning("discarding the earlier outputs in %s: %s", out, "; ".join(problems))
             old.discard_all()
-        elif not overwrite and any(p.is_file() for p in out.rglob("*.parquet")):
+        elif not overwrite and _any_parquet(out):
             raise ConfigError(f"{out} already holds Parquet files but no {RUN_MANIFEST}; "
                               "pick an empty --output directory or pass --overwrite")
         state = cls(out, header, {})
@@ -103,47 +111,57 @@ class RunState:
         return state
 
     @classmethod
-    def _load(cls, out: Path) -> "RunState":
+    def _load(cls, out: Location) -> "RunState":
         try:
-            data = json.loads((out / RUN_MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read {out / RUN_MANIFEST}: {e}; pass --overwrite to start over") from e
+            data = json.loads(storage.read_bytes(out.fs, out.join(RUN_MANIFEST)))
+        except (OSError, ValueError, TypeError) as e:
+            raise ConfigError(f"cannot read {out.uri_of(out.join(RUN_MANIFEST))}: {e}; pass --overwrite to start "
+                              "over") from e
         if data.get("format") != RUN_FORMAT:
-            raise ConfigError(f"{out / RUN_MANIFEST} has format {data.get('format')!r}, expected {RUN_FORMAT}")
+            raise ConfigError(f"{out.uri_of(out.join(RUN_MANIFEST))} has format {data.get('format')!r}, expected "
+                              f"{RUN_FORMAT}")
         shards = dict(data.get("shards", {}))
-        journal = out / JOURNAL
-        if journal.is_file():
-            for line in journal.read_text().splitlines():
-                try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # torn last line of a killed run
-                if event["entry"] is None:
-                    shards.pop(event["rel"], None)
-                else:
-                    shards[event["rel"]] = event["entry"]
+        lines, seq = _journal_lines(out)
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # torn last line of a killed run
+            if event["entry"] is None:
+                shards.pop(event["rel"], None)
+            else:
+                shards[event["rel"]] = event["entry"]
         header = {k: v for k, v in data.items() if k != "shards"}
-        return cls(out, header, shards)
+        return cls(out, header, shards, seq)
 
     def record(self, rel: str, entry: dict | None) -> None:
-        """Set a shard's entry (``None`` removes it) and append it to the journal (flushed: it survives the
-        process being killed)."""
+        """Set a shard's entry (``None`` removes it) and append it to the journal (flushed, or one whole object
+        on an object store: it survives the process being killed)."""
         if entry is None:
             self.shards.pop(rel, None)
         else:
             self.shards[rel] = entry
+        line = json.dumps({"rel": rel, "entry": entry})
+        if not self.out.is_local:
+            storage.write_bytes(self.fs, self.out.join(f"{META_DIR}/{JOURNAL_DIR}/{self._seq:08d}.json"),
+                                line.encode())
+            self._seq += 1
+            return
         if self._journal is None:
-            self._journal = open(self.out / JOURNAL, "a", encoding="utf-8")
-        self._journal.write(json.dumps({"rel": rel, "entry": entry}) + "\n")
+            self._journal = open(self.out.join(JOURNAL), "a", encoding="utf-8")
+        self._journal.write(line + "\n")
         self._journal.flush()
 
     def compact(self) -> None:
         """Rewrite the manifest with every shard and empty the journal (replaying it again is harmless)."""
-        write_json_atomic(self.out / RUN_MANIFEST, {**self.header, "shards": self.shards})
+        write_json_atomic(self.out.join(RUN_MANIFEST), {**self.header, "shards": self.shards}, self.fs)
         if self._journal is not None:
             self._journal.close()
             self._journal = None
-        (self.out / JOURNAL).unlink(missing_ok=True)
+        storage.delete(self.fs, self.out.join(JOURNAL))
+        for path in _journal_objects(self.out):  # oldest first: a kill leaves a suffix, which replays harmlessly
+            storage.delete(self.fs, path)
+        self._seq = 0
 
     def close(self) -> None:
         if self._journal is not None:
@@ -152,7 +170,7 @@ class RunState:
 
     def discard(self, rel: str) -> None:
         """Remove a shard's output and committed parts."""
-        (self.out / rel).unlink(missing_ok=True)
+        storage.delete(self.fs, self.path(rel))
         self.staging.discard(rel)
         self.shards.pop(rel, None)
 
@@ -166,4 +184,32 @@ class RunState:
             self.discard(rel)
         self.staging.remove_all()
         for name in (RUN_MANIFEST, JOURNAL, SUMMARY, SUCCESS):
-            (self.out / name).unlink(missing_ok=True)
+            storage.delete(self.fs, self.out.join(name))
+        for path in _journal_objects(self.out):
+            storage.delete(self.fs, path)
+        self._seq = 0
+
+
+def _any_parquet(out: Location) -> bool:
+    selector = pafs.FileSelector(out.path, recursive=True, allow_not_found=True)
+    return any(i.type == pafs.FileType.File and i.path.endswith(".parquet") for i in out.fs.get_file_info(selector))
+
+
+def _journal_objects(out: Location) -> list[str]:
+    """The journal's event objects (object stores), oldest first."""
+    if out.is_local:
+        return []
+    selector = pafs.FileSelector(out.join(f"{META_DIR}/{JOURNAL_DIR}"), allow_not_found=True)
+    return sorted(i.path for i in out.fs.get_file_info(selector)
+                  if i.type == pafs.FileType.File and i.path.endswith(".json"))
+
+
+def _journal_lines(out: Location) -> tuple[list[str], int]:
+    """The journal's events since the last compaction, and the next event's number."""
+    if out.is_local:
+        raw = storage.read_bytes(out.fs, out.join(JOURNAL))
+        return (raw.decode("utf-8", "replace").splitlines() if raw else []), 0
+    paths = _journal_objects(out)
+    lines = [storage.read_bytes(out.fs, p).decode() for p in paths]
+    seq = int(paths[-1].rsplit("/", 1)[1].split(".")[0]) + 1 if paths else 0
+    return lines, seq

@@ -15,8 +15,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "and failed, error rate, schema drift.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("output", metavar="OUT", help="the --output directory of docscore score")
+    p.add_argument("output", metavar="OUT", help="the --output directory of docscore score (a path or a URI)")
     p.add_argument("--bins", type=int, default=10, help="confidence histogram bins over [0, 1]")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3-compatible endpoint for an s3:// OUT; default: AWS_ENDPOINT_URL, else AWS")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return p
 
@@ -24,7 +26,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from docscore.batch.report import summarize
 
-    rep = summarize(args.output, bins=args.bins)
+    rep = summarize(args.output, bins=args.bins, endpoint=args.s3_endpoint)
     if args.json:
         print(json.dumps(rep, indent=2))
         return 0

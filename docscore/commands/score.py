@@ -25,9 +25,14 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="Parquet file, directory (every *.parquet below it) or glob (quote it)")
-    p.add_argument("--model", "-m", required=True, metavar="BUNDLE", help="bundle directory from export-onnx")
-    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory")
+                   help="Parquet file, directory (every *.parquet below it) or glob (quote it); a local path or a "
+                   "URI (s3://, gs://, abfs://, hdfs://, file://)")
+    p.add_argument("--model", "-m", required=True, metavar="BUNDLE",
+                   help="bundle directory from export-onnx, local or a URI (copied once into a local cache)")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output directory, local or a URI")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3-compatible endpoint (http://host:9000) for s3:// URIs; default: AWS_ENDPOINT_URL, "
+                   "else AWS. Credentials come from the standard AWS chain, never from the command line")
     p.add_argument("--text-column", default=_D.text_column,
                    help="column holding the document text; a dotted path (meta.body) names a struct field; "
                    "binary columns are decoded as UTF-8")
@@ -92,7 +97,7 @@ def options_from_args(args) -> ScoreOptions:
         long_docs=args.long_docs, chunk_overlap=args.chunk_overlap, chunk_agg=args.chunk_agg,
         clip_chars_per_token=args.clip_chars_per_token, checkpoint_rows=args.checkpoint_rows,
         overwrite=args.overwrite, fail_fast=args.fail_fast, on_change=args.on_change, prune=args.prune,
-        max_error_rate=args.max_error_rate,
+        max_error_rate=args.max_error_rate, s3_endpoint=args.s3_endpoint,
     )
 
 

@@ -17,7 +17,9 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "of every variant with the tolerances recorded in the manifest (exit 3 on failure).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("bundle", metavar="BUNDLE", help="bundle directory from `docscore export-onnx`")
+    p.add_argument("bundle", metavar="BUNDLE",
+                   help="bundle directory from `docscore export-onnx`, local or a URI (s3://...: copied to a local "
+                   "cache and checked there; the endpoint from AWS_ENDPOINT_URL)")
     p.add_argument("--checkpoint", default=None, help="the checkpoint the bundle was exported from")
     p.add_argument("--data", default=None, help="Parquet/CSV texts for the parity re-check (default: samples)")
     p.add_argument("--text-column", default="text", help="text column of --data")
@@ -32,11 +34,18 @@ def register(sub, name: str) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from docscore.errors import DocscoreError
+    from docscore import storage
+    from docscore.bundle import fetch_bundle
+    from docscore.errors import ConfigError, DocscoreError
     from docscore.export import verify_bundle
 
     try:
-        report = verify_bundle(args.bundle, args.checkpoint, args.data, text_column=args.text_column,
+        bundle = args.bundle
+        if storage.has_scheme(bundle) and not storage.resolve(bundle).is_local:
+            if args.rehash:
+                raise ConfigError("--rehash edits docscore.json in place: run it on a local copy of the bundle")
+            bundle = fetch_bundle(bundle, refresh=True)  # checked below, file by file
+        report = verify_bundle(bundle, args.checkpoint, args.data, text_column=args.text_column,
                                threads=args.threads, rehash=args.rehash)
     except DocscoreError as e:
         report = getattr(e, "report", None)

@@ -37,3 +37,6 @@ def archive(tmp_path) -> Path:
     pq.write_table(make_table(45, seed=2, start_id=100), root / "2024" / "b.parquet", row_group_size=10)
     pq.write_table(make_table(25, seed=3, start_id=200), root / "2024" / "c.parquet")
     return root
+
+
+from s3server import s3  # noqa: E402,F401 - the local S3 endpoint fixture

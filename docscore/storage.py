@@ -1,0 +1,289 @@
+"""Where data lives: a path or URI → a ``pyarrow.fs`` file system and a path on it.
+
+Local paths and ``file://`` are the local disk; ``s3://``, ``gs://``, ``abfs://`` and ``hdfs://`` go through
+``pyarrow.fs``; any other scheme goes through fsspec when it is installed. Credentials always come from each store's
+standard chain (environment, config files, instance metadata); a URI carrying a password or a secret query
+parameter is refused, so none ends up in logs, summaries or manifests.
+
+An S3-compatible store's endpoint comes from, in order: the URI's ``endpoint_override`` query parameter
+(``s3://bucket/x?endpoint_override=http://127.0.0.1:9000``), the ``--s3-endpoint`` option, or the standard
+``AWS_ENDPOINT_URL`` environment variable.
+
+Object stores have no rename and no append: :func:`write_bytes` writes a whole object in one PUT (atomic),
+:func:`upload` copies a finished local file to its final key (a multipart upload becomes visible only when
+completed), and :func:`create_exclusive` is a conditional write (``If-None-Match: *``) where the store offers one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pyarrow.fs as pafs
+
+from docscore.errors import ConfigError
+
+_SECRET_KEYS = ("access_key", "secret_key", "session_token", "password", "secret", "token", "sas_token",
+                "account_key", "credential")
+_S3_QUERY = ("endpoint_override", "region", "scheme")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory or file: its file system, its path on it, and the URI to show (never with credentials)."""
+
+    fs: pafs.FileSystem = field(compare=False, repr=False)
+    path: str
+    uri: str
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, pafs.LocalFileSystem)
+
+    def join(self, rel: str) -> str:
+        """The file-system path of ``rel`` below this location."""
+        return self.path.rstrip("/") + "/" + rel if rel else self.path
+
+    def uri_of(self, path: str) -> str:
+        """The URI to show for a path on this location's file system."""
+        if self.is_local:
+            return path
+        scheme = self.uri.split("://", 1)[0]
+        return f"{scheme}://{path}"
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+def has_scheme(uri: str | os.PathLike) -> bool:
+    text = str(uri)
+    return "://" in text and text.split("://", 1)[0].isidentifier()
+
+
+def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
+    """The file system and path of ``uri`` (a local path, ``file://``, ``s3://``, ``gs://``, ...).
+
+    Args:
+        uri: where the data lives.
+        endpoint: an S3-compatible endpoint (``http://host:port``) when the URI names none.
+
+    Raises:
+        ConfigError: a scheme no installed library handles, or credentials inside the URI.
+    """
+    text = str(uri)
+    if not has_scheme(text):
+        return Location(pafs.LocalFileSystem(), os.path.abspath(text), os.path.abspath(text))
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    query = dict(parse_qsl(parts.query))
+    shown = f"{scheme}://{parts.hostname or ''}{parts.path}"
+    userinfo_secret = parts.password or (parts.username and scheme in ("s3", "s3a", "gs", "gcs", "abfs", "abfss"))
+    if userinfo_secret or any(k.lower() in _SECRET_KEYS for k in query):
+        raise ConfigError(f"{shown}: credentials are never taken from a URI; use the store's standard credential "
+                          "chain (environment variables, config files, instance roles)")
+    if scheme == "file":
+        path = os.path.abspath(parts.path)
+        return Location(pafs.LocalFileSystem(), path, path)
+    if scheme in ("s3", "s3a"):
+        return _s3(parts.netloc + parts.path, query, endpoint, f"s3://{parts.netloc}{parts.path}")
+    try:
+        fs, path = pafs.FileSystem.from_uri(text)
+    except ValueError as e:  # pyarrow's ArrowInvalid
+        if "Unrecognized filesystem type" not in str(e):
+            raise ConfigError(f"cannot open {shown}: {_one_line(e)}") from e
+        fs, path = _fsspec(text, shown)
+    except OSError as e:
+        raise ConfigError(f"cannot open {shown}: {_one_line(e)}") from e
+    return Location(fs, path.rstrip("/") or path, shown.rstrip("/") or shown)
+
+
+def _s3(path: str, query: dict, endpoint: str | None, shown: str) -> Location:
+    endpoint = query.get("endpoint_override") or endpoint or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict = {"allow_bucket_creation": False, "connect_timeout": 5.0, "request_timeout": 30.0,
+                    "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=3)}
+    region = query.get("region") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    elif endpoint:
+        kwargs["region"] = "us-east-1"  # S3-compatible stores ignore it; saves a region lookup
+    if endpoint:
+        kwargs["endpoint_override"] = endpoint
+        if endpoint.startswith("http://"):
+            kwargs["scheme"] = "http"
+    if query.get("scheme"):
+        kwargs["scheme"] = query["scheme"]
+    path = path.rstrip("/")
+    return Location(pafs.S3FileSystem(**kwargs), path, shown.rstrip("/"))
+
+
+def _fsspec(uri: str, shown: str):
+    try:
+        import fsspec
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+    except ImportError as e:
+        raise ConfigError(f"{shown}: pyarrow cannot open this scheme and fsspec is not installed "
+                          "(pip install fsspec and the scheme's package, e.g. gcsfs, adlfs)") from e
+    try:
+        fs, path = fsspec.core.url_to_fs(uri)
+    except (ImportError, ValueError) as e:
+        raise ConfigError(f"{shown}: no library handles this scheme: {_one_line(e)}") from e
+    return PyFileSystem(FSSpecHandler(fs)), path
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def explain(e: BaseException) -> str:
+    """A store's error on one line, with a hint where the cause is usually the endpoint."""
+    text = _one_line(e)
+    if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve host")):
+        text += "; check the endpoint (--s3-endpoint, the URI's endpoint_override or AWS_ENDPOINT_URL) and the network"
+    return text
+
+
+def missing_bucket(loc: Location) -> str | None:
+    """The bucket of an object-store location when it does not exist (None when it does, or on a local disk)."""
+    if loc.is_local:
+        return None
+    bucket = loc.path.split("/", 1)[0]
+    return bucket if loc.fs.get_file_info(bucket).type == pafs.FileType.NotFound else None
+
+
+def s3_options(fs: pafs.FileSystem) -> dict | None:
+    """The constructor options of an ``S3FileSystem`` (endpoint, region, scheme), or None for another store."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return None
+    return dict(fs.__reduce__()[1][0])
+
+
+# --- whole-object primitives --------------------------------------------------------------------------------
+
+
+def exists(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def is_file(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
+def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
+    """The whole file, or None when it does not exist."""
+    if not is_file(fs, path):
+        return None
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Replace a file whole: readers see the old or the new content, never a mix (a rename on a local disk, one PUT
+    on an object store)."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = path + ".tmp"
+        try:
+            Path(tmp).parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            e.filename = e.filename or tmp
+            raise
+        return
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def delete(fs: pafs.FileSystem, path: str) -> None:
+    """Remove a file if it exists."""
+    try:
+        if is_file(fs, path):
+            fs.delete_file(path)
+    except FileNotFoundError:
+        pass
+
+
+def upload(local_path: str, fs: pafs.FileSystem, path: str) -> None:
+    """Copy a finished local file to ``path`` on ``fs`` (its final key: visible only once whole) and check its size;
+    the local file is then removed."""
+    size = os.path.getsize(local_path)
+    pafs.copy_files(local_path, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    info = fs.get_file_info(path)
+    if info.size != size:
+        delete(fs, path)
+        raise OSError(f"upload of {path} ended with {info.size} of {size} bytes")
+    os.unlink(local_path)
+
+
+def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists; False when it does. Atomic: of two writers, one wins.
+
+    A local disk uses ``O_CREAT | O_EXCL``; S3 a conditional PUT (``If-None-Match: *``, through boto3, since
+    ``pyarrow.fs`` cannot send it). Other stores raise :class:`ConfigError` (see README, "Object storage").
+    """
+    if isinstance(fs, pafs.LocalFileSystem):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+    options = s3_options(fs)
+    if options is None:
+        raise ConfigError(f"{type(fs).__name__}: docscore's one-writer lock needs a conditional write "
+                          "(If-None-Match), which docscore implements for local disks and S3 only")
+    try:
+        from botocore.exceptions import ClientError
+    except ImportError as e:
+        raise ConfigError("the one-writer lock on S3 is a conditional PUT, sent through boto3: "
+                          "pip install 'docscore[s3]'") from e
+    bucket, _, key = path.partition("/")
+    try:
+        _s3_client(options).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "412", "409"):
+            return False
+        raise OSError(f"cannot create s3://{path}: {code or _one_line(e)}") from e
+    return True
+
+
+def etag(fs: pafs.FileSystem, path: str) -> str | None:
+    """An object's ETag on S3 (it changes with every write of the object; None on other stores or without
+    boto3). ``pyarrow.fs`` reports size and modification time but not the ETag."""
+    options = s3_options(fs)
+    if options is None:
+        return None
+    try:
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:
+        return None
+    bucket, _, key = path.partition("/")
+    try:
+        return _s3_client(options).head_object(Bucket=bucket, Key=key).get("ETag")
+    except (BotoCoreError, ClientError):
+        return None
+
+
+_CLIENTS: dict = {}
+
+
+def _s3_client(options: dict):
+    """A boto3 S3 client for the same endpoint and region as a pyarrow ``S3FileSystem`` (credentials from boto3's
+    standard chain, which reads the same variables and files as the AWS SDK under pyarrow)."""
+    endpoint = options.get("endpoint_override") or None
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options.get('scheme') or 'https'}://{endpoint}"
+    key = (endpoint, options.get("region"))
+    if key not in _CLIENTS:
+        import boto3
+
+        _CLIENTS[key] = boto3.session.Session().client("s3", endpoint_url=endpoint,
+                                                       region_name=options.get("region") or None)
+    return _CLIENTS[key]
