@@ -39,7 +39,7 @@ from docscore.batch.plan import MicroBatch, plan_batches
 from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
                                      text_values, tokenizer_splits_on_spaces, unk_fraction, unk_id)
 from docscore.bundle import Bundle, load_bundle
-from docscore.errors import BundleError, ConfigError, InputDataError
+from docscore.errors import ConfigError, InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
 from docscore.runtime import pad_feed
 
