@@ -81,6 +81,9 @@ def _print(report: dict, args) -> None:
             from docscore.export.parity import summarize
 
             print(f"  {name:<10} parity ok: {summarize(v['parity'])}")
+            inv = v.get("checks", {}).get("invariance", {})
+            if inv.get("status") in ("passed", "skipped"):
+                print(f"  {'':<10} invariance {inv['status']}: {inv.get('message', '')}")
         else:
             status = "verified at export" if v["verified_at_export"] else "NOT verified"
             print(f"  {name:<10} {status}" + (f"; {v['note']}" if v.get("note") else ""))
