@@ -147,6 +147,9 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     t_start = time.perf_counter()
     out = Path(options.output).absolute()
     _check_target(out)
+    if "bf16" in options.variants and not runtime_openvino.native_bf16():
+        raise ConfigError("--bf16 needs OpenVINO and a CPU with native bf16 (AVX512_BF16 or AMX) to verify the "
+                          "variant; this host lacks one of them. Export without --bf16, or on such a host.")
     texts, source = _texts(options.verify_data, options.text_column, options.verify_rows)
     model, hf_tokenizer, spec, ckpt_config = load_checkpoint(checkpoint_dir)
     ckpt_max_length = spec.max_length
@@ -195,9 +198,6 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         entries: dict[str, dict] = {}
         failed: dict[str, list[str]] = {}
         native_bf16 = runtime_openvino.native_bf16()
-        if "bf16" in options.variants and not native_bf16:
-            raise ConfigError("--bf16 needs a CPU with native bf16 (AVX512_BF16 or AMX) and OpenVINO installed to "
-                              "verify it; this host has neither or not both")
 
         def in_progress() -> Bundle:
             return Bundle(tmp, {"spec": spec.to_dict(), "tokenizer": tok_info, "variants": entries})

@@ -66,3 +66,15 @@ def test_scores_do_not_depend_on_companions_budget_or_layout(tiny_bundle_factory
             shuffled = texts[::-1]
             out = Scorer(bundle, base.replace(**changes))(pa.table({"text": shuffled}))
             assert out.equals(pa.concat_tables([whole.slice(i, 1) for i in range(len(texts))][::-1])), changes
+
+
+def test_bf16_is_refused_up_front_where_the_cpu_cannot_verify_it(tiny_checkpoint_factory, tmp_path):
+    from docscore import runtime_openvino
+    from docscore.errors import ConfigError
+
+    if runtime_openvino.native_bf16():
+        pytest.skip("this CPU has native bf16: the bf16 variant is exported and gated for real here")
+    out = tmp_path / "b"
+    with pytest.raises(ConfigError, match="--bf16 needs OpenVINO and a CPU with native bf16"):
+        export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out, bf16=True))
+    assert not out.exists() and _leftovers(out) == []
