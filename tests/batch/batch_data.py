@@ -24,3 +24,11 @@ def make_table(n: int, seed: int = 0, start_id: int = 0, long_every: int = 7) ->
                      "source": [f"src-{i % 3}" for i in range(n)]})
 
 
+def make_hive_archive(root, rows: int = 15):
+    """Two hive partitions, ``date=2026-11-27/`` and ``date=2026-11-28/``, of ``rows`` rows each; returns ``root``."""
+    import pyarrow.parquet as pq
+
+    for day, seed in (("2026-11-27", 1), ("2026-11-28", 2)):
+        (root / f"date={day}").mkdir(parents=True)
+        pq.write_table(make_table(rows, seed=seed), root / f"date={day}" / "part-0.parquet")
+    return root

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
-from batch_data import make_table
+from batch_data import make_hive_archive, make_table
 
 from docscore.batch import Scorer, ScoreOptions
 from docscore.cli import main
@@ -193,10 +193,7 @@ def test_hidden_underscore_and_temporary_paths_are_skipped(bundle, tmp_path, cap
 
 
 def test_hive_partition_keys_are_columns(bundle, tmp_path, capsys):
-    src = tmp_path / "archive"
-    for day, seed in (("2026-11-27", 1), ("2026-11-28", 2)):
-        (src / f"date={day}").mkdir(parents=True)
-        pq.write_table(make_table(15, seed=seed), src / f"date={day}" / "part-0.parquet")
+    src = make_hive_archive(tmp_path / "archive")
     out = tmp_path / "out"
     rc, s = score(capsys, src, bundle, out, "--passthrough", "date", "source")
     assert rc == 0, s

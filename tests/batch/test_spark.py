@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from batch_data import make_table
+from batch_data import make_hive_archive, make_table
 from test_runner import assert_same_rows
 
 from docscore.batch import score_files
@@ -64,10 +64,7 @@ def test_spark_reads_only_the_outputs_of_a_run_with_leftovers_and_hive_keys(bund
     """``spark.read.parquet(OUT)``: staging a killed run left under ``_docscore/`` is skipped, hive keys work."""
     from pyspark.sql import SparkSession
 
-    src = tmp_path / "archive"
-    for day, seed in (("2026-11-27", 1), ("2026-11-28", 2)):
-        (src / f"date={day}").mkdir(parents=True)
-        pq.write_table(make_table(15, seed=seed), src / f"date={day}" / "part-0.parquet")
+    src = make_hive_archive(tmp_path / "archive")
     out = tmp_path / "out"
     assert score_files([src], bundle, out, opts.replace(passthrough=("date",))).ok
     staged = out / "_docscore" / "staging" / "date=2026-11-28" / "part-1.parquet.parts"
