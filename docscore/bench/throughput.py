@@ -266,8 +266,14 @@ def _measure_pytorch(job: dict) -> dict:
         enc = tok(chunk, padding=True, truncation=True, max_length=job["max_length"], return_tensors="pt")
         return {k: v.to(device) for k, v in enc.items() if k in spec.input_names}, enc["attention_mask"]
 
+    autocast = job["variant"] == "bf16-autocast"
+
     def run(feed):
-        model(**feed).cpu()  # .cpu() waits for CUDA
+        if autocast:  # the near-exact PyTorch peer: bf16 matrix multiplies, fp32 elsewhere
+            with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+                model(**feed).float().cpu()
+        else:
+            model(**feed).cpu()  # .cpu() waits for CUDA
 
     with torch.inference_mode():
         return _plain_loop(_texts(job), tokenize, run, job["warmup_docs"])
@@ -333,14 +339,22 @@ def optimum_available(python: str | None = None) -> bool:
     return proc.returncode == 0
 
 
-def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list) -> tuple[list[tuple[str, str]], list[str]]:
-    """(pipeline, variant) pairs to measure and the peers they need; what cannot run goes to ``skipped``."""
+def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list, native_bf16: bool = False
+          ) -> tuple[list[tuple[str, str]], list[str]]:
+    """(pipeline, variant) pairs to measure and the peers they need; what cannot run goes to ``skipped``.
+    ``native_bf16``: the CPU computes bf16 natively, which adds the PyTorch bf16-autocast loop."""
     names = list(opts.variants or bundle.variants)
     peers = []
     if opts.peers and opts.device == "cpu" and "fp32" in bundle.variants:
         peers = list(PEERS)
     runnable = bench_bundle(opts.bundle, None, tuple(peers))
     jobs = [("pytorch-loop", "eager")] if opts.checkpoint else []
+    if opts.checkpoint and opts.device == "cpu":
+        if native_bf16:
+            jobs.append(("pytorch-loop", "bf16-autocast"))
+        else:
+            skipped.append({"pipeline": "pytorch-loop", "variant": "bf16-autocast",
+                            "why": "this CPU has no native bf16 (AVX512_BF16 or AMX)"})
     for name in names:
         why = cannot_run(runnable, name, opts.device)
         if why:
@@ -413,7 +427,7 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
     def flops_per_token(mean_len: float) -> float:
         return linear + (attention_flops_per_token(mean_len, *dims) if dims else 0.0)
 
-    pairs, peers = _plan(opts, bundle, doc["skipped"])
+    pairs, peers = _plan(opts, bundle, doc["skipped"], bool(machine["ops_per_cycle_per_core"].get("bf16")))
     runnable = bench_bundle(opts.bundle, None, tuple(peers))
     base = dict(bundle=str(opts.bundle), inputs=inputs, text_column=opts.text_column, threads=opts.threads,
                 device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint, max_length=max_length,
@@ -421,8 +435,10 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
     for pipeline, variant in pairs:
         job = dict(base, pipeline=pipeline, variant=variant)
         r = _run_job(job, opts.optimum_python if pipeline == "optimum-loop" else None)
-        precision = "fp32" if pipeline in ("pytorch-loop", "optimum-loop") else \
-            variant_precision(variant, runnable.variants[variant])
+        if pipeline in ("pytorch-loop", "optimum-loop"):
+            precision = "bf16" if variant == "bf16-autocast" else "fp32"
+        else:
+            precision = variant_precision(variant, runnable.variants[variant])
         row = _row(job, r, machine, flops_per_token, opts.threads, precision)
         doc["results"].append(row)
         if progress:
@@ -442,7 +458,7 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
 
 def _relate(results: list[dict]) -> None:
     """Speed-ups against the PyTorch loop and each ``score`` row's share of its model-only speed."""
-    torch_row = next((r for r in results if r["pipeline"] == "pytorch-loop"), None)
+    torch_row = next((r for r in results if (r["pipeline"], r["variant"]) == ("pytorch-loop", "eager")), None)
     model_only = {r["variant"]: r for r in results if r["pipeline"] == "model-only"}
     for r in results:
         if torch_row:

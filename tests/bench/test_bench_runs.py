@@ -52,15 +52,20 @@ def test_throughput_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):
             ("model-only", "optimized"), ("score", "optimized")}
     if _openvino():
         want.add(("model-only", "fp32-openvino"))  # the runtime peer: same model.onnx on OpenVINO
+    if doc["machine"]["ops_per_cycle_per_core"]["bf16"]:
+        want.add(("pytorch-loop", "bf16-autocast"))  # the near-exact PyTorch peer, only with native bf16
+    else:
+        assert any(s["variant"] == "bf16-autocast" and "native bf16" in s["why"] for s in doc["skipped"])
     assert pipes == want
     for r in doc["results"]:
         assert r["docs"] == 40 and r["docs_per_s"] > 0 and r["peak_rss_mib"] > 50
         assert 0 <= r["pad_fraction"] < 1
         assert r["speedup_vs_pytorch"] > 0
         assert r["tokens"] <= 16 * r["docs"]  # --max-length honoured by every candidate, PyTorch included
-        assert r["precision"] == "fp32"
+        assert r["precision"] == ("bf16" if r["variant"] == "bf16-autocast" else "fp32")
         assert r["peak_share_pct"] is None or r["peak_share_pct"] > 0  # vs the fp32 peak
-    torch_row = next(r for r in doc["results"] if r["pipeline"] == "pytorch-loop")
+    torch_row = next(r for r in doc["results"] if r["pipeline"] == "pytorch-loop" and r["variant"] == "eager")
+    assert torch_row["speedup_vs_pytorch"] == 1.0
     assert torch_row["tokenize_s"] > 0 and torch_row["model_s"] > 0
     assert torch_row["tokenize_s"] + torch_row["model_s"] <= torch_row["seconds"] * 1.001
     score = next(r for r in doc["results"] if r["pipeline"] == "score" and r["variant"] == "fp32")
