@@ -711,7 +711,10 @@ def read_piece(piece: Piece, columns: list[str], read_batch_rows: int, cache: di
     """The input rows of a piece (the columns the scorer needs, hive keys included), read by whoever calls it.
 
     Args:
-        cache: a dict kept by the caller: the last file opened stays open for the next piece of the same file.
+        cache: a dict kept by the caller: the last file opened stays open, and so does its row stream, so the next
+            piece of the same row group further on continues from where this one ended (skipping what other actors
+            read) instead of decoding the row group again from its start. An actor's reads of a file are therefore
+            linear in the file's rows, however many pieces a large row group is cut into.
     """
     cache = cache if cache is not None else {}
     if cache.get("uri") != piece.uri:
@@ -720,9 +723,26 @@ def read_piece(piece: Piece, columns: list[str], read_batch_rows: int, cache: di
         cache.update(uri=piece.uri, src=InputFile(loc.fs.open_input_file(loc.path), hive_partitions(piece.rel),
                                                   columns, path=piece.uri))
     src = cache["src"]
-    stream = RowStream(src, piece.start, columns, read_batch_rows, piece.uri)
+    stream, pos = cache.get("stream"), cache.get("pos", -1)
+    if stream is None or not pos <= piece.start or _row_group(src, pos) != _row_group(src, piece.start):
+        stream, pos = RowStream(src, piece.start, columns, read_batch_rows, piece.uri), piece.start
+    if piece.start > pos:
+        for _ in stream.take(piece.start - pos):  # rows of this row group that other actors score
+            pass
+    cache.update(stream=None)  # a read that fails half-way leaves no stream at an unknown position
     batches = list(stream.take(piece.stop - piece.start))
+    cache.update(stream=stream, pos=piece.stop)
     return pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
+
+
+def _row_group(src: InputFile, row: int) -> int:
+    """The index of the row group holding ``row`` (the number of row groups past the end)."""
+    md, first = src.metadata, 0
+    for i in range(md.num_row_groups):
+        first += md.row_group(i).num_rows
+        if row < first:
+            return i
+    return md.num_row_groups
 
 
 def _resources(ray) -> str:

@@ -327,6 +327,34 @@ def test_a_piece_reads_exactly_its_rows_and_a_missing_file_is_an_error(tmp_path)
         read_piece(Piece(1, str(tmp_path / "gone.parquet"), "gone.parquet", 0, 5), ["doc_id"], 4, cache)
 
 
+def test_an_actor_reads_a_large_row_group_once_whatever_the_pieces(tmp_path, monkeypatch):
+    """One row group cut into many pieces, an actor getting every other one (as with two actors): each piece
+    continues the actor's open stream instead of decoding the row group again from its start (which made reads
+    quadratic in the row-group size), and every piece still holds exactly its rows."""
+    from docscore.batch import ray_engine
+    from docscore.batch.ray_engine import Piece, read_piece
+
+    opened = []
+
+    class CountingStream(ray_engine.RowStream):
+        def __init__(self, src, start, *a, **kw):
+            opened.append(start)
+            super().__init__(src, start, *a, **kw)
+
+    monkeypatch.setattr(ray_engine, "RowStream", CountingStream)
+    pq.write_table(make_table(400, seed=2), tmp_path / "a.parquet", row_group_size=300)  # groups of 300 and 100
+    cache: dict = {}
+    spans = [(lo, lo + 10) for lo in range(0, 400, 20)]  # every other 10-row piece
+    got = [read_piece(Piece(0, str(tmp_path / "a.parquet"), "a.parquet", lo, hi), ["doc_id"], 16, cache)
+           for lo, hi in spans]
+    assert [t.column("doc_id").to_pylist() for t in got] == [list(range(lo, hi)) for lo, hi in spans]
+    # one stream per row group (the second opened at its first row, skipping the first group undecoded): never
+    # re-decoded from a row group's start for each piece
+    assert opened == [0, 300]
+    read_piece(Piece(0, str(tmp_path / "a.parquet"), "a.parquet", 5, 15), ["doc_id"], 16, cache)  # going back
+    assert opened == [0, 300, 5]
+
+
 def test_a_slow_piece_holds_back_the_others_within_the_bound(ray_cluster, archive, bundle, ray_opts, tmp_path,
                                                              monkeypatch):
     """One piece sleeps 4 s on one actor; the other actor finishes the pieces after it, but no more than the
