@@ -283,6 +283,44 @@ def fetch_bundle(uri: str | os.PathLike, endpoint: str | None = None, refresh: b
     return local
 
 
+def publish_bundle(bundle_dir: str | os.PathLike, uri: str, endpoint: str | None = None) -> str:
+    """Upload a finished local bundle to ``uri`` (``s3://models/bundle``, ...) so that no reader ever takes a half
+    bundle for a whole one.
+
+    An object store has no directory rename, so the order does it: the old ``docscore.json`` (if any) is removed
+    first (a reader then finds no bundle, rather than an old manifest over new files), every other file is uploaded
+    (each one atomic: a PUT or completed multipart upload, its size checked), ``docscore.json`` last, and then the
+    old bundle's files that the new one does not list are removed. Readers check every file against the manifest
+    (:func:`load_bundle_uri`, ``docscore verify``) anyway.
+
+    Returns:
+        The URI written, as shown in messages (never with credentials).
+    """
+    from docscore import storage
+
+    bundle_dir = Path(bundle_dir)
+    manifest = read_manifest(bundle_dir)
+    loc = storage.resolve(uri, endpoint)
+    try:
+        bucket = storage.missing_bucket(loc)
+        if bucket:
+            raise BundleError(f"cannot write the bundle {loc.uri}: the bucket {bucket} does not exist (docscore "
+                              "never creates buckets)")
+        old = storage.read_bytes(loc.fs, loc.join(MANIFEST_NAME))
+        storage.delete(loc.fs, loc.join(MANIFEST_NAME))
+        for rel in sorted(manifest["files"]):
+            storage.put_file(str(bundle_dir / rel), loc.fs, loc.join(rel))
+        storage.put_file(str(bundle_dir / MANIFEST_NAME), loc.fs, loc.join(MANIFEST_NAME))
+        if old is not None:
+            for rel in set(json.loads(old).get("files", {})) - set(manifest["files"]):
+                storage.delete(loc.fs, loc.join(rel))
+    except OSError as e:
+        raise BundleError(f"cannot write the bundle {loc.uri}: {storage.explain(e)}; nothing a reader accepts "
+                          "was left there, rerun the export") from e
+    log.info("bundle uploaded to %s", loc.uri)
+    return loc.uri
+
+
 def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bundle:
     """:func:`load_bundle` for a local directory or a URI (``s3://models/bundle``, ``gs://...``).
 

@@ -208,13 +208,19 @@ def delete(fs: pafs.FileSystem, path: str) -> None:
 def upload(local_path: str, fs: pafs.FileSystem, path: str) -> None:
     """Copy a finished local file to ``path`` on ``fs`` (its final key: visible only once whole) and check its size;
     the local file is then removed."""
+    put_file(local_path, fs, path)
+    os.unlink(local_path)
+
+
+def put_file(local_path: str, fs: pafs.FileSystem, path: str) -> None:
+    """Copy a local file to ``path`` on ``fs`` (one PUT or multipart upload: visible only once whole) and check
+    its size."""
     size = os.path.getsize(local_path)
     pafs.copy_files(local_path, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     info = fs.get_file_info(path)
     if info.size != size:
         delete(fs, path)
         raise OSError(f"upload of {path} ended with {info.size} of {size} bytes")
-    os.unlink(local_path)
 
 
 def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:

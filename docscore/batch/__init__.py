@@ -5,8 +5,11 @@ Torch-free: a scoring host needs only ``onnxruntime``, ``tokenizers``, ``pyarrow
 - :class:`ScoreOptions` (``options.py``): every knob, shared by the CLI and the API.
 - :class:`Scorer` (``scorer.py``): Arrow batches in, scored Arrow tables out; reusable in Ray / Spark workers.
 - :func:`score_files` (``runner.py``): the resumable local runner behind ``docscore score``.
-- ``commit.py``: the output's commit protocol every engine shares: writer lock, staging no reader sees, input
-  change detection (content digest computed while reading).
+- ``committer.py``: how outputs are committed: :class:`OutputCommitter`, which every engine feeds with ordered
+  Arrow tables (parts, whole outputs, the manifest journal, ``_SUCCESS``).
+- ``commit.py``: its building blocks: writer lock, staging no reader sees, input change detection (content
+  digest computed while reading).
+- ``ray_engine.py``: the same scoring on Ray actors, which read inputs and the bundle themselves (paths or URIs).
 - ``policy.py``: what a night does with new, unchanged, changed and deleted inputs, and its health figures.
 - ``inputs.py``: discovery (``_``/``.`` paths skipped), hive partition keys and nested fields as columns.
 - :func:`summarize` (``report.py``): label distribution and confidence of a finished run (``docscore report``).

@@ -272,3 +272,45 @@ def _leaf(batch: pa.RecordBatch, path: list[str]) -> pa.Array:
     for name in path[1:]:
         array = pc.struct_field(array, name)
     return array
+
+
+class RowStream:
+    """Record batches of one file from row ``start`` on, handed out in exact row counts (``take``): the rows of a
+    checkpoint part, or of a Ray block, whatever the file's row groups and batches."""
+
+    def __init__(self, pf: InputFile, start: int, columns: list[str], batch_rows: int, path):
+        md = pf.metadata
+        first, before = 0, 0
+        while first < md.num_row_groups and before + md.row_group(first).num_rows <= start:
+            before += md.row_group(first).num_rows
+            first += 1
+        groups = list(range(first, md.num_row_groups))
+        self._it = pf.iter_batches(columns, batch_rows, groups) if groups else iter(())
+        self._skip = start - before
+        self._pending = None
+        self._path = path
+
+    def _next(self) -> pa.RecordBatch:
+        if self._pending is not None:
+            batch, self._pending = self._pending, None
+            return batch
+        while True:
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise InputDataError("the file holds fewer rows than its footer says", path=self._path) from None
+            if self._skip:
+                if batch.num_rows <= self._skip:
+                    self._skip -= batch.num_rows
+                    continue
+                batch, self._skip = batch.slice(self._skip), 0
+            if batch.num_rows:
+                return batch
+
+    def take(self, n: int):
+        while n > 0:
+            batch = self._next()
+            if batch.num_rows > n:
+                batch, self._pending = batch.slice(0, n), batch.slice(n)
+            n -= batch.num_rows
+            yield batch

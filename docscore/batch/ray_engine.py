@@ -1,35 +1,35 @@
-"""Scale-out: the same :class:`~docscore.batch.scorer.Scorer` inside Ray Data ``map_batches``.
+"""Scale-out: the same :class:`~docscore.batch.scorer.Scorer` inside Ray actors.
 
 Two entry points:
 
-- :func:`score_dataset`: a ``ray.data.Dataset`` in, a scored one out, for users composing their own pipelines.
-- :func:`score_files_ray`: what ``docscore score --engine ray`` runs. Ray scores, docscore keeps the file commit
-  protocol: the driver plans the shards, Ray reads them (row groups, tagged with shard and row number), repartitions
-  them into batches, and scores them on a pool of actors; the driver puts the scored rows back in input order
-  (each row carries its shard and row number) and hands them to the local runner's writer, which commits parts,
-  outputs, the run manifest and ``_SUCCESS`` exactly as :func:`~docscore.batch.runner.score_files` does. So the
-  output layout and manifest are the same, a run can move between engines, and a rerun after any failure gives one
-  copy of every row. Ray's ``write_parquet`` is never used: it appends to the directory and is not atomic.
+- :func:`score_dataset`: a ``ray.data.Dataset`` in, a scored one out (Ray Data ``map_batches``), for users
+  composing their own pipelines.
+- :func:`score_files_ray`: what ``docscore score --engine ray`` runs. Ray reads and scores; docscore commits. The
+  driver plans the shards and cuts them into pieces (row ranges within one row group and one checkpoint part);
+  a pool of :class:`ScoringActor` reads each piece itself, from a local path or straight from object storage
+  (``s3://...``: URIs and the endpoint travel, credentials come from each node's standard chain), and scores it;
+  the driver takes the results back in input order (:class:`_OrderedCalls`, which never lets Ray run more than
+  ``RayOptions.max_blocks_ahead`` pieces ahead of the oldest unfinished one) and feeds them to the same
+  :class:`~docscore.batch.committer.OutputCommitter` as the local engine. So the outputs are the same bytes, the
+  manifest the same, a run can move between engines, and a rerun after any failure gives one copy of every row.
+  Ray's ``write_parquet`` is never used: it appends to the directory and is not atomic.
 
 Resource rules, each learnt from a hang or a silent slowdown with ray 2.60:
 
-- Actors share ``CPUs - 1``: Ray Data's read and repartition tasks ask for a whole CPU, so actors taking every CPU
-  leave the reads waiting forever, with no warning.
-- A file of one row group is one block, and a block goes to one actor call: blocks are repartitioned into
-  ``batch_rows``-row blocks when they would leave actors idle.
+- Actors share ``CPUs - 1``: the driver (and, in :func:`score_dataset`, Ray Data's read tasks, which ask for a
+  whole CPU) keep one; actors taking every CPU left the reads waiting forever, with no warning.
+- Pieces have at most ``batch_rows`` rows, so a file of one row group still keeps every actor busy. A piece in
+  the middle of a row group is read by decoding that row group from its start (Parquet has no row index).
 - ``ray.init()`` without an address joins any cluster recorded under ``/tmp/ray``; a local run passes
   ``address="local"``. A dead address is retried by Ray for minutes; it is probed first, with a timeout.
-- A run kills its actors when it ends, however it ends (done, failed, abandoned): each actor registers its handle
-  with a small per-run registry actor, and the driver kills them all (``ray.kill``) in a ``finally``. Left to Ray
-  Data, a failed run only drops its references to its actors (no ``ray.kill`` unless the consumer stops early), and
-  the exception's traceback, or a reference cycle until the next garbage collection, keeps them alive with their
-  CPUs: the next run in the same process then waited forever for its actor pool.
-- Nothing waits forever: when no block moves through the pipeline for ``RayOptions.stall_timeout_s`` (actors that
-  cannot be placed, a hung call), the run fails with :class:`RayStallError`, naming what was waiting and what Ray
-  had free.
-- Crashed actors are restarted and their calls retried (Ray Data's defaults for actor pools: ``max_restarts=-1``,
-  ``max_task_retries=-1``). A bad row is a per-row ``error`` from the scorer, never a dropped block:
-  ``max_errored_blocks`` is not used.
+- A run kills its actors when it ends, however it ends (done, failed, abandoned): the driver holds their handles
+  and kills them (``ray.kill``) in a ``finally``. Left alone, the exception's traceback, or a reference cycle until
+  the next garbage collection, kept them alive with their CPUs, and the next run in the same process waited forever
+  for its actors. (:func:`score_dataset` gets the same from a small registry actor each actor registers with.)
+- Nothing waits forever: when no call finishes for ``RayOptions.stall_timeout_s`` (actors that cannot be placed, a
+  hung call), the run fails with :class:`RayStallError`, naming what was waiting and what Ray had free.
+- Crashed actors are restarted and their calls retried (``max_restarts=-1``, ``max_task_retries=-1``). A bad row is
+  a per-row ``error`` from the scorer, never a dropped piece.
 
 GPU: ``device="cuda"`` runs one actor per GPU (``num_gpus=1``) with two concurrent calls per actor, so one call
 tokenises the next batch on the actor's CPUs while the other runs on the GPU.
@@ -41,8 +41,8 @@ import logging
 import os
 import socket
 import tempfile
-import threading
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,17 +50,18 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
+from docscore import storage
 from docscore.batch.commit import file_digest
-from docscore.batch.inputs import InputFile, Shard, hive_partitions
+from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, plan_shard
+from docscore.batch.inputs import InputFile, RowStream, Shard, hive_partitions
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import (_DONE, Progress, RunSummary, _Pipeline, _RowStream, _Stop,
-                                   _types, run_shards)
-from docscore.batch.scorer import UNK_WARN_FRACTION, Scorer, WindowStats
-from docscore.batch.state import RunState
-from docscore.storage import has_scheme
-from docscore.bundle import Bundle
+from docscore.batch.runner import Progress, RunSummary, run_shards
+from docscore.batch.scorer import Scorer, WindowStats
+from docscore.bundle import Bundle, load_bundle_uri
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
+from docscore.storage import resolve
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +109,12 @@ class RayOptions:
         batch_rows: rows per actor call and per block; ``None``: :data:`BATCH_ROWS` (or the options'
             ``sort_window`` if smaller). Small blocks keep every actor busy (a few big blocks queue behind the
             first actor to start); each call still sorts its rows by length before batching them.
-        stall_timeout_s: how long a run may wait for room for its actors, or go without any block moving through
-            the pipeline, before failing with :class:`RayStallError` (instead of waiting forever). Raise it when one
-            actor call (or loading the model in a new actor) can legitimately take longer.
+        stall_timeout_s: how long a run may wait for room for its actors, or go without any call finishing,
+            before failing with :class:`RayStallError` (instead of waiting forever). Raise it when one actor call
+            (or loading the model in a new actor) can legitimately take longer.
+        max_blocks_ahead: the most pieces sent and not yet committed (running, queued, or finished behind a slower
+            one): the bound on the reorder buffer. ``None``: 4 per concurrent actor call. When a slow piece holds
+            up the oldest slot, no new piece is sent (backpressure), so memory stays flat.
     """
 
     address: str | None = None
@@ -120,8 +124,11 @@ class RayOptions:
     connect_timeout_s: float = 10.0
     batch_rows: int | None = None
     stall_timeout_s: float = STALL_TIMEOUT_S
+    max_blocks_ahead: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_blocks_ahead is not None and self.max_blocks_ahead < 1:
+            raise ConfigError(f"max_blocks_ahead must be at least 1, got {self.max_blocks_ahead}")
         if self.workers is not None and self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
         if self.num_cpus is not None and self.num_cpus < 2:
@@ -269,23 +276,47 @@ class ScoringActor:
     padded slots and clipped texts of the call on its first row, so the driver can report the pad fraction.
 
     Args:
-        bundle: the bundle directory (every node must see it at this path).
+        bundle: the bundle directory or URI (a URI is copied into the node's cache and hash-checked there).
         options: the scoring options; ``threads`` is set per actor by :func:`plan_workers`.
         failpoint: fault injection for tests: ``crash:<marker>`` kills the actor process once (Ray restarts it and
             retries the call), ``raise:<marker>`` raises once (the run fails), ``hang:<marker>`` never returns
-            (the run stalls). The marker file makes it once.
-        registry: an :class:`_ActorRegistry` handle the actor registers itself with (see :func:`score_files_ray`).
+            (the run stalls), ``slow:<seconds>:<marker>`` sleeps once (a slow piece). The marker file makes it
+            once; it fires on an actor's second call.
+        registry: an :class:`_ActorRegistry` handle the actor registers itself with (see :func:`score_dataset`).
+        endpoint: the S3-compatible endpoint of a bundle or input URI that names none.
     """
 
-    def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None, registry=None):
+    def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None, registry=None,
+                 endpoint: str | None = None):
         if registry is not None:  # first, so that the driver can kill this actor even while it loads the model
             import ray
 
             ctx = ray.get_runtime_context()
             ray.get(registry.add.remote(ctx.get_actor_id(), ctx.current_actor))
-        self.scorer = Scorer(bundle, options).load()
+        self.scorer = Scorer(load_bundle_uri(bundle, endpoint), options).load()
         self.failpoint = failpoint
         self.calls = 0
+        self._file: dict = {}  # the input file of the last piece, kept open for the next one
+
+    def score_piece(self, piece: "Piece") -> "PieceResult":
+        """Read a piece of an input file (local path or URI) and score it; a read failure is returned, not raised,
+        so the driver fails that file only."""
+        self.calls += 1
+        self._maybe_fail()
+        scorer = self.scorer
+        columns = scorer.input_columns()
+        try:
+            table = read_piece(piece, columns, self.scorer.options.read_batch_rows, self._file)
+        except Exception as e:  # noqa: BLE001 - reported by the driver with the file's name
+            self._file.clear()
+            return PieceResult(None, WindowStats(), f"cannot read rows {piece.start}..{piece.stop}: "
+                                                    f"{type(e).__name__}: {e}")
+        stats, parts = WindowStats(), []
+        for window in scorer.windows(table):
+            prepared = scorer.prepare(window)
+            parts.append(scorer.assemble(prepared, scorer.infer(prepared)))
+            stats.add(prepared.stats)
+        return PieceResult(pa.concat_tables(parts), stats)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.calls += 1
@@ -313,6 +344,9 @@ class ScoringActor:
         if not self.failpoint or self.calls < 2:  # the second call: some rows were scored before the fault
             return
         kind, _, marker = self.failpoint.partition(":")
+        seconds = 0.0
+        if kind == "slow":  # slow:<seconds>:<marker>
+            seconds, _, marker = marker.partition(":")
         try:
             fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)  # atomic: only one actor fires it
         except FileExistsError:
@@ -323,6 +357,9 @@ class ScoringActor:
         if kind == "hang":
             while True:
                 time.sleep(60)
+        if kind == "slow":
+            time.sleep(float(seconds))
+            return
         raise RuntimeError(f"docscore failpoint {self.failpoint}")
 
 
@@ -350,7 +387,7 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
         plan: a ready :class:`WorkerPlan` (overrides ``workers``); ``None`` sizes one from the cluster.
         failpoint: fault injection for tests (see :class:`ScoringActor`).
         registry: an :class:`_ActorRegistry` actor each scoring actor registers its handle with, so that the
-            caller can ``ray.kill`` them when it is done (:func:`score_files_ray` does). Without one, Ray Data
+            caller can ``ray.kill`` them when it is done. Without one, Ray Data
             kills them when iteration stops early, and otherwise only drops its references to them.
     """
     ray = import_ray()
@@ -381,50 +418,22 @@ def score_dataset(ds, bundle: str | os.PathLike | Bundle, options: ScoreOptions 
     )
 
 
-# --- reading, on Ray tasks ------------------------------------------------------------------------------------
-
-
-def _read_pieces(batch: pa.Table, columns: list[str], schema: pa.Schema, read_batch_rows: int) -> Iterator[pa.Table]:
-    """Read row ranges ``[start, stop)`` of input files, tagged with shard and row number. A read failure becomes
-    one row with ``_docscore_read_error`` set, so the driver reports the file and the other files go on."""
-    n = batch.num_rows
-    rels = batch.column("rel").to_pylist() if "rel" in batch.column_names else [""] * n
-    for shard, path, rel, start, stop in zip(*(batch.column(c).to_pylist() for c in ("shard", "path")), rels,
-                                             *(batch.column(c).to_pylist() for c in ("start", "stop"))):
-        row = start
-        try:
-            src = InputFile(path, hive_partitions(rel), columns, path=path)
-            stream = _RowStream(src, start, columns, read_batch_rows, path)
-            for rb in stream.take(stop - start):
-                table = pa.Table.from_batches([rb]).select(columns).cast(schema)
-                yield _tag(table, shard, row, None)
-                row += rb.num_rows
-        except Exception as e:  # noqa: BLE001 - reported by the driver with the file's name
-            empty = pa.table({f.name: pa.nulls(1, f.type) for f in schema}, schema=schema)
-            yield _tag(empty, shard, row, f"cannot read rows {row}..{stop}: {type(e).__name__}: {e}")
-            return
-
-
-def _tag(table: pa.Table, shard: int, first_row: int, error: str | None) -> pa.Table:
-    n = table.num_rows
-    table = table.append_column(SHARD_COL, pa.array(np.full(n, shard, dtype=np.int32)))
-    table = table.append_column(ROW_COL, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
-    return table.append_column(READ_ERROR_COL, pa.array([error] * n, pa.string()))
-
-
-# --- files: the runner's writer fed by Ray --------------------------------------------------------------------------
+# --- files: Ray produces ordered tables, the committer commits them ------------------------------------------------
 
 
 def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str | os.PathLike,
                     options: ScoreOptions | None = None, ray_options: RayOptions | None = None,
                     progress: Progress | None = None, **ray_fields) -> RunSummary:
-    """:func:`~docscore.batch.runner.score_files` with Ray doing the scoring: same outputs, manifest and resume.
+    """:func:`~docscore.batch.runner.score_files` with Ray doing the reading and scoring: same outputs, manifest
+    and resume.
 
     Args:
-        inputs: files, directories (every ``*.parquet`` below) or globs. On a cluster the driver plans and writes,
-            the actors read: inputs and bundle must be at the same paths on every node (a shared file system).
-        bundle: the bundle directory.
-        output_dir: where outputs, the run manifest, the summary and ``_SUCCESS`` go (written by this process).
+        inputs: files, directories (every ``*.parquet`` below) or globs, local paths or URIs (``s3://...``). The
+            actors read them themselves: on a cluster, use object storage (or a file system every node mounts at
+            the same path).
+        bundle: the bundle directory or URI; every actor loads it from there (a URI into its node's cache).
+        output_dir: where outputs, the run manifest, the summary and ``_SUCCESS`` go, a path or a URI (written
+            by this process through :class:`~docscore.batch.committer.OutputCommitter`).
         options: see :class:`ScoreOptions`.
         ray_options: see :class:`RayOptions`; keyword arguments (``address=``, ``workers=``, ``num_cpus=``,
             ``tmp_dir=``, ...) override its fields.
@@ -436,17 +445,11 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
     """
     import_ray()  # the install hint comes before any work
     options = options or ScoreOptions()
-    remote = [str(u) for u in [*inputs, bundle, output_dir]
-              if not isinstance(u, Bundle) and has_scheme(u) and not str(u).startswith("file://")]
-    if remote:
-        raise ConfigError(f"--engine ray reads and writes local (or shared-mount) paths only, not {remote[0]}; "
-                          "use --engine local for object storage")
     ray_options = replace(ray_options or RayOptions(), **ray_fields)
     if not ray_options.local:  # a dead address fails before the output directory is touched
         probe_address(resolve_address(ray_options.address), ray_options.connect_timeout_s)
-    progress = progress or Progress()
 
-    def execute(scorer, state, summary, todo):
+    def execute(scorer, committer, todo):
         quiet = {"ray.data": logging.WARNING,  # Ray Data logs every execution at INFO: shown only with -v
                  "ray.data._internal.progress": logging.ERROR}  # "progress bars disabled": the CLI draws its own
         saved = {name: logging.getLogger(name).level for name in quiet}
@@ -458,7 +461,7 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
                 # Workers run the variant the driver chose: a default chosen by measurement on each node could
                 # differ between nodes, and with it the scores.
                 pinned = options.replace(variant=scorer.variant)
-                _RayPipeline(scorer, state, pinned, progress, summary, ray_options).run(todo)
+                _RayFeed(scorer, committer, pinned, ray_options).run(todo)
         finally:
             for name, level in saved.items():
                 logging.getLogger(name).setLevel(level)
@@ -468,191 +471,278 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
                       load_scorer=options.device == "cpu")
 
 
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of one input file: one actor call. It never spans two row groups or two checkpoint
+    parts, so a part ends exactly at the end of a piece.
+
+    ``uri`` is what the actor opens (a URI, or an absolute path on a file system every node mounts) and
+    ``endpoint`` the S3-compatible endpoint, if any; credentials never travel with a piece (each node uses its
+    store's standard chain).
+    """
+
+    shard: int  # the shard's index in this run
+    uri: str
+    rel: str  # the output path: its hive folders are columns
+    start: int
+    stop: int
+    endpoint: str | None = None
+
+
 @dataclass
-class _Planned:
-    """A shard the driver will feed to the writer: rows ``[done * checkpoint_rows, rows)`` come from Ray."""
+class PieceResult:
+    """What an actor returns for a piece: the scored rows and their counters, or why the piece could not be read."""
 
-    index: int
-    shard: Shard
-    fp: dict
-    rows: int
-    parts: int
-    done: int
-    schema: pa.Schema  # output schema
-    input_schema: pa.Schema  # the selected input columns
-    row_groups: list  # [(first row, rows)] of the file's row groups
-
-
-@dataclass
-class _Scored:
-    """A slice of scored rows, shaped like the runner's prepared window (``table`` + ``stats``)."""
-
-    table: pa.Table
+    table: pa.Table | None
     stats: WindowStats
+    error: str | None = None
 
 
-class _Assembled:
-    """Stands in for the scorer in the runner's writer: the rows come back from Ray already assembled."""
+def plan_pieces(index: int, plan: ShardPlan, row_groups: list[int], piece_rows: int, uri: str,
+                endpoint: str | None) -> list[Piece]:
+    """Cut a shard's rows from its resume point into pieces of at most ``piece_rows`` rows, split at row-group and
+    checkpoint-part boundaries.
 
-    @staticmethod
-    def assemble(prepared: _Scored, logits) -> pa.Table:
-        return prepared.table
+    Args:
+        row_groups: rows per row group of the file.
+    """
+    cuts = {plan.rows}
+    first = 0
+    for n in row_groups:
+        cuts.add(first)
+        first += n
+    cuts.update(range(0, plan.rows, plan.checkpoint_rows))
+    pieces, bounds = [], sorted(c for c in cuts if c >= plan.start_row)
+    for lo, hi in zip(bounds, bounds[1:]):
+        for a in range(lo, hi, piece_rows):
+            pieces.append(Piece(index, uri, plan.shard.rel, a, min(a + piece_rows, hi), endpoint))
+    return pieces
 
 
-class _ShardFailed(Exception):
-    pass
+class _RayFeed:
+    """The driver: plans the shards, sends their pieces to a pool of :class:`ScoringActor` (which read and score
+    them), and feeds the scored tables to the committer in input order."""
 
-
-class _RayPipeline(_Pipeline):
-    """The runner's writer thread, fed by the driver thread from a Ray dataset instead of the local stages."""
-
-    def __init__(self, scorer: Scorer, state: RunState, options: ScoreOptions, progress: Progress,
-                 summary: RunSummary, ray_options: RayOptions):
-        super().__init__(_Assembled(), state, options, progress, summary)
-        self.real_scorer = scorer
-        self.ray_options = ray_options
+    def __init__(self, scorer: Scorer, committer: OutputCommitter, options: ScoreOptions, ray_options: RayOptions):
+        self.scorer, self.committer, self.options, self.ray_options = scorer, committer, options, ray_options
 
     def run(self, todo: dict[Shard, dict]) -> None:
-        if not todo:
-            return
-        writer = threading.Thread(target=self._guard, args=(self._write,), name="docscore-write", daemon=True)
-        writer.start()
-        try:
-            self._guard(self._feed, todo)
-        finally:
-            if self.failure is not None:
-                self.stop.set()
-            writer.join()
-        if self.failure is not None:
-            raise self.failure
+        import ray
 
-    def _feed(self, todo: dict[Shard, dict]) -> None:
-        groups: dict[pa.Schema, list[_Planned]] = {}
+        piece_rows = self.ray_options.batch_rows or min(BATCH_ROWS, self.options.sort_window)
+        planned = []  # (plan, sha256, pieces), in input order
         for i, (shard, fp) in enumerate(todo.items()):
             try:
-                planned = self._plan_shard(i, shard, fp)
-            except (OSError, pa.ArrowException, InputDataError) as e:
-                self._report(shard, fp, e)
-                continue
-            groups.setdefault(planned.input_schema, []).append(planned)
-        for planned in groups.values():  # one dataset (and actor pool) per input schema; usually one
-            self._feed_group(planned)
-        self._put(self.to_write, _DONE)
-
-    def _report(self, shard: Shard, fp: dict, e: Exception) -> None:
-        error = e if isinstance(e, InputDataError) else InputDataError(
-            f"cannot read: {type(e).__name__}: {e}", path=shard.path)
-        if self.options.fail_fast:
-            raise error from e
-        self._put(self.to_write, ("error", shard, (fp, error)))
-
-    def _plan_shard(self, index: int, shard: Shard, fp: dict) -> _Planned:
-        scorer, opts = self.real_scorer, self.options
-        columns = scorer.input_columns()
-        src = InputFile(shard.path, shard.partitions, columns, path=shard.path)
-        pf = src.pf
-        scorer.check_columns(src.schema, path=shard.path)
-        input_schema = pa.schema([src.schema.field(c) for c in columns])
-        n = pf.metadata.num_rows
-        n_parts = max(1, -(-n // opts.checkpoint_rows))
-        done = self.state.staging.committed_parts(shard.rel, n_parts) if n_parts > 1 else 0
-        # Ray's tasks read the rows on other processes: the content digest is one sequential read here
-        fp = {**fp, "sha256": file_digest(shard.path)}
-        groups, first = [], 0
-        for g in range(pf.metadata.num_row_groups):
-            rows = pf.metadata.row_group(g).num_rows
-            groups.append((first, rows))
-            first += rows
-        return _Planned(index, shard, fp, n, n_parts, done, scorer.output_schema(input_schema), input_schema, groups)
-
-    def _feed_group(self, planned: list[_Planned]) -> None:
-        import ray.data
-
-        opts = self.options
-        pieces = []  # row ranges to read, one per row group from the resume point on
-        for p in planned:
-            start = p.done * opts.checkpoint_rows
-            for first, rows in p.row_groups:
-                lo, hi = max(first, start), first + rows
-                if lo < hi:
-                    pieces.append({"shard": p.index, "path": str(Path(p.shard.path).resolve()), "rel": p.shard.rel,
-                                   "start": lo,
-                                   "stop": hi})
-        stream = _OrderedRows(self._run_dataset(pieces, planned[0].input_schema) if pieces else iter(()))
-        try:
-            for p in planned:
-                self._feed_shard(p, stream)
-            stream.finish()
-        finally:
-            stream.close()
-
-    def _run_dataset(self, pieces: list[dict], input_schema: pa.Schema) -> Iterator[pa.Table]:
-        import ray
-        import ray.data
-        from ray.data.exceptions import ExecutionTimeoutError
-
+                planned.append(self._plan(i, shard, fp, piece_rows))
+            except READ_ERRORS as e:
+                self.committer.fail_shard(shard, fp, e)
+        if not planned:
+            return
         opts, ropts = self.options, self.ray_options
         res = ray.cluster_resources()
-        plan = plan_workers(res.get("CPU", 0), res.get("GPU", 0), opts.device, ropts.workers, opts.threads)
-        batch_rows = ropts.batch_rows or min(BATCH_ROWS, opts.sort_window)
-        ctx = ray.data.DataContext.get_current()
-        saved = ctx.enable_progress_bars
-        ctx.enable_progress_bars = False  # library code does not print; the CLI shows its own bars
-        registry = ray.remote(num_cpus=0)(_ActorRegistry).remote()
-        batches = None
+        workers = plan_workers(res.get("CPU", 0), res.get("GPU", 0), opts.device, ropts.workers, opts.threads)
+        bundle = self.scorer.bundle
+        source = bundle.uri or str(Path(bundle.path).resolve())
+        window = ropts.max_blocks_ahead or 4 * workers.workers * workers.calls_per_actor
+        failed: set[int] = set()  # shards whose remaining pieces are not sent
+        endpoint = _endpoint(resolve(source, opts.s3_endpoint).fs, opts.s3_endpoint) if bundle.uri else None
+        actors = _start_actors(ray, workers, source, opts, endpoint)
         try:
-            ds = ray.data.from_items(pieces, override_num_blocks=len(pieces))  # rows come back in any order
-            ds = ds.map_batches(_read_pieces, batch_size=1, batch_format="pyarrow",
-                                fn_kwargs={"columns": list(input_schema.names), "schema": input_schema,
-                                           "read_batch_rows": min(opts.read_batch_rows, batch_rows)})
-            largest = max(p["stop"] - p["start"] for p in pieces)
-            if len(pieces) < plan.workers or largest > batch_rows:
-                ds = ds.repartition(target_num_rows_per_block=batch_rows)  # no actor idles behind one big block
-            ds = score_dataset(ds, self.real_scorer.bundle, opts, batch_rows=batch_rows, plan=plan,
-                               failpoint=os.environ.get("DOCSCORE_RAY_FAILPOINT"), registry=registry)
-            ds.context.execution_no_progress_timeout_s = ropts.stall_timeout_s  # Ray Data's own stall guard
-            batches = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
-            for table in batches:
-                if self.stop.is_set():
-                    raise _Stop
-                yield table
+            calls = _OrderedCalls(actors, window, ropts.stall_timeout_s, workers)
+            log.info("scoring %d piece(s) on %d Ray actor(s): %.2f CPU, %g GPU, %d ORT thread(s) each; at most %d "
+                     "piece(s) ahead of the oldest", sum(len(p[2]) for p in planned), workers.workers,
+                     workers.actor_cpus, workers.actor_gpus, workers.threads, window)
+            results = calls.run(p for _, _, pieces in planned for p in pieces if p.shard not in failed)
+            for plan, sha256, pieces in planned:
+                self._commit(plan, sha256, pieces, results, failed)
+        finally:
+            for actor in actors:  # however the run ends: actors hold CPUs (and GPUs) until killed
+                _kill(ray, actor)
+
+    def _plan(self, index: int, shard: Shard, fp: dict, piece_rows: int) -> tuple[ShardPlan, str, list[Piece]]:
+        fs = shard.fs or pafs.LocalFileSystem()
+        with fs.open_input_file(str(shard.path)) as f:
+            src = InputFile(f, shard.partitions, self.scorer.input_columns(), path=shard.name)
+            plan = plan_shard(shard, fp, src, self.scorer, self.options, self.committer.state)
+            groups = [src.metadata.row_group(g).num_rows for g in range(src.metadata.num_row_groups)]
+        sha256 = file_digest(shard.path, shard.fs)  # the actors read the rows elsewhere: one sequential read here
+        uri = shard.uri or str(Path(shard.path).resolve())
+        endpoint = _endpoint(shard.fs, self.options.s3_endpoint) if shard.uri else None
+        return plan, sha256, plan_pieces(index, plan, groups, piece_rows, uri, endpoint)
+
+    def _commit(self, plan: ShardPlan, sha256: str, pieces: list[Piece], results, failed: set[int]) -> None:
+        committer = self.committer
+        committer.begin_shard(plan)
+        part_ends = {p * plan.checkpoint_rows + plan.part_rows(p): p for p in range(plan.done, plan.parts)}
+        if not pieces:  # an empty input (one empty part), or every part committed before a kill
+            for part in range(plan.done, plan.parts):
+                committer.commit_part(part)
+        for piece in pieces:
+            got, result = next(results)
+            while got.shard in failed:  # sent before its shard failed
+                got, result = next(results)
+            if got != piece:
+                raise RuntimeError(f"Ray returned {got} where {piece} was expected")
+            if result.error is not None:
+                failed.add(piece.shard)
+                committer.fail_shard(plan.shard, plan.fingerprint, InputDataError(result.error,
+                                                                                  path=plan.shard.name))
+                return
+            committer.write(result.table.cast(plan.schema), result.stats)
+            if piece.stop in part_ends:
+                committer.commit_part(part_ends[piece.stop])
+        committer.finish_shard(sha256)
+
+
+def _endpoint(fs, default: str | None) -> str | None:
+    """The S3-compatible endpoint of a file system (never its credentials), for the actors to open the same
+    store."""
+    options = storage.s3_options(fs) if fs is not None else None
+    if options is None:
+        return default
+    endpoint = options.get("endpoint_override")
+    if not endpoint:
+        return default or os.environ.get("AWS_ENDPOINT_URL")
+    return endpoint if "://" in endpoint else f"{options.get('scheme') or 'https'}://{endpoint}"
+
+
+def _start_actors(ray, plan: WorkerPlan, bundle: str, options: ScoreOptions, endpoint: str | None) -> list:
+    """The scoring actors: restarted when their process dies, their calls retried (a crash loses no row)."""
+    cls = ray.remote(ScoringActor).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
+                                           max_restarts=-1, max_task_retries=-1,
+                                           max_concurrency=plan.calls_per_actor)
+    failpoint = os.environ.get("DOCSCORE_RAY_FAILPOINT")
+    return [cls.remote(bundle, options.replace(threads=plan.threads), failpoint=failpoint, endpoint=endpoint)
+            for _ in range(plan.workers)]
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception as e:  # noqa: BLE001 - already dead
+        log.debug("ray.kill: %s: %s", type(e).__name__, e)
+
+
+class _OrderedCalls:
+    """Actor calls, handed back in the order they were sent, with a bound on how far ahead Ray may run.
+
+    Calls finish in any order (``preserve_order`` in Ray Data serialised the actors: 4 one-second calls on 2 actors
+    took 7.1 s with it, 3.5 s without). At most ``window`` calls are outstanding: sent and not yet handed back,
+    whether running, queued on an actor, or finished behind an older one. When a slow call holds up the oldest
+    slot, no new piece is sent once the window is full (backpressure): the results that finished ahead of it, kept
+    in Ray's object store and fetched only when their turn comes, never exceed ``window - 1``.
+
+    Args:
+        actors: the scoring actors; a piece goes to an actor with fewer unfinished calls than it runs at once
+            (``WorkerPlan.calls_per_actor``), never into a queue behind a call that may be the slow one.
+        window: the most outstanding calls.
+        stall_timeout_s: fail with :class:`RayStallError` when no call finishes for this long.
+    """
+
+    def __init__(self, actors: list, window: int, stall_timeout_s: float, plan: WorkerPlan):
+        self.actors, self.window, self.stall_timeout_s, self.plan = actors, max(1, window), stall_timeout_s, plan
+        self.peak_outstanding = 0  # the most calls outstanding at once (at most ``window``)
+        self.peak_ahead = 0  # the most finished results waiting behind an unfinished older call
+
+    def run(self, pieces) -> Iterator[tuple[Piece, PieceResult]]:
+        import ray
+
+        pending: deque = deque()  # (piece, ref, actor index), oldest first
+        finished: set = set()  # refs known to be done
+        pieces = iter(pieces)
+        more, last = True, time.monotonic()
+        while True:
+            while more and len(pending) < self.window:
+                busy = [0] * len(self.actors)  # unfinished calls per actor
+                for _, ref, a in pending:
+                    busy[a] += ref not in finished
+                a = busy.index(min(busy))
+                if busy[a] >= self.plan.calls_per_actor:
+                    break  # never queue behind a call that may be the slow one: wait for a free actor
+                piece = next(pieces, None)
+                if piece is None:
+                    more = False
+                    break
+                pending.append((piece, self.actors[a].score_piece.remote(piece), a))
+            self.peak_outstanding = max(self.peak_outstanding, len(pending))
+            if not pending:
+                return
+            piece, head, _ = pending[0]
+            if head in finished:
+                pending.popleft()
+                finished.discard(head)
+                yield piece, self._get(ray, head)
+                continue
+            waiting = [ref for _, ref, _ in pending if ref not in finished]
+            done, _ = ray.wait(waiting, num_returns=1, timeout=min(1.0, self.stall_timeout_s))
+            if done:
+                done, _ = ray.wait(waiting, num_returns=len(waiting), timeout=0)
+                finished.update(done)
+                last = time.monotonic()
+                self.peak_ahead = max(self.peak_ahead, len(finished) - (head in finished))
+            elif time.monotonic() - last > self.stall_timeout_s:
+                raise self._stall(ray, piece, len(waiting))
+
+    @staticmethod
+    def _get(ray, ref) -> PieceResult:
+        try:
+            return ray.get(ref)
         except ray.exceptions.RayTaskError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, DocscoreError):
                 raise cause from e
             raise
-        except ExecutionTimeoutError as e:
-            raise RayStallError(
-                f"the Ray pipeline made no progress for {ropts.stall_timeout_s:g} s: no block moved between its "
-                f"read, repartition and scoring steps. Waiting: {_running_ops(e)}. Its {plan.workers} scoring "
-                f"actor(s) ask for {plan.actor_cpus:g} CPU{f', {plan.actor_gpus:g} GPU' if plan.actor_gpus else ''} "
-                f"each, and each read task for 1 CPU; {_resources(ray)}. If other jobs hold the rest, free them or "
-                f"add nodes; if one actor call or model load can take longer, raise RayOptions.stall_timeout_s"
-            ) from e
-        finally:
-            ctx.enable_progress_bars = saved
-            if batches is not None:
-                batches.close()  # given up early (the writer failed, or the driver stopped): shut Ray Data down
-            _kill_actors(ray, registry)  # whatever still refers to them (a traceback, a cycle), they hold CPUs
 
-    def _feed_shard(self, p: _Planned, stream: "_OrderedRows") -> None:
-        opts, shard = self.options, p.shard
-        self._put(self.to_write, ("start", shard, {"fp": p.fp, "rows": p.rows, "parts": p.parts, "done": p.done,
-                                                   "schema": p.schema, "columns": _types(p.input_schema)}))
-        row = p.done * opts.checkpoint_rows
-        try:
-            for part in range(p.done, p.parts):
-                count = min(opts.checkpoint_rows, p.rows - part * opts.checkpoint_rows)
-                for table in stream.take(p.index, row, count, shard.path):
-                    scored = table.drop_columns([*_META, SLOTS_COL, CLIPPED_COL]).cast(p.schema)
-                    self._put(self.to_write, ("window", shard, (_Scored(scored, _stats(table)), None)))
-                row += count
-                self._put(self.to_write, ("part", shard, part))
-        except _ShardFailed as e:
-            stream.skip(p.index)
-            self._report(shard, p.fp, InputDataError(str(e), path=shard.path))
-            return
-        self._put(self.to_write, ("end", shard, None))
+    def _stall(self, ray, oldest: Piece, waiting: int) -> RayStallError:
+        plan = self.plan
+        return RayStallError(
+            f"the Ray pipeline made no progress for {self.stall_timeout_s:g} s: no scoring call finished. Waiting: "
+            f"{waiting} call(s) on {len(self.actors)} actor(s), the oldest for {oldest.uri} rows "
+            f"{oldest.start}..{oldest.stop}. The actors ask for {plan.actor_cpus:g} CPU"
+            f"{f', {plan.actor_gpus:g} GPU' if plan.actor_gpus else ''} each; {_resources(ray)}. If other jobs "
+            "hold the rest, free them or add nodes; if one actor call or model load can take longer, raise "
+            "RayOptions.stall_timeout_s")
+
+
+# --- reading, on the actors -------------------------------------------------------------------------------------
+
+
+def read_piece(piece: Piece, columns: list[str], read_batch_rows: int, cache: dict | None = None) -> pa.Table:
+    """The input rows of a piece (the columns the scorer needs, hive keys included), read by whoever calls it.
+
+    Args:
+        cache: a dict kept by the caller: the last file opened stays open, and so does its row stream, so the next
+            piece of the same row group further on continues from where this one ended (skipping what other actors
+            read) instead of decoding the row group again from its start. An actor's reads of a file are therefore
+            linear in the file's rows, however many pieces a large row group is cut into.
+    """
+    cache = cache if cache is not None else {}
+    if cache.get("uri") != piece.uri:
+        cache.clear()
+        loc = resolve(piece.uri, piece.endpoint)
+        cache.update(uri=piece.uri, src=InputFile(loc.fs.open_input_file(loc.path), hive_partitions(piece.rel),
+                                                  columns, path=piece.uri))
+    src = cache["src"]
+    stream, pos = cache.get("stream"), cache.get("pos", -1)
+    if stream is None or not pos <= piece.start or _row_group(src, pos) != _row_group(src, piece.start):
+        stream, pos = RowStream(src, piece.start, columns, read_batch_rows, piece.uri), piece.start
+    if piece.start > pos:
+        for _ in stream.take(piece.start - pos):  # rows of this row group that other actors score
+            pass
+    cache.update(stream=None)  # a read that fails half-way leaves no stream at an unknown position
+    batches = list(stream.take(piece.stop - piece.start))
+    cache.update(stream=stream, pos=piece.stop)
+    return pa.Table.from_batches(batches, schema=batches[0].schema) if batches else None
+
+
+def _row_group(src: InputFile, row: int) -> int:
+    """The index of the row group holding ``row`` (the number of row groups past the end)."""
+    md, first = src.metadata, 0
+    for i in range(md.num_row_groups):
+        first += md.row_group(i).num_rows
+        if row < first:
+            return i
+    return md.num_row_groups
 
 
 def _resources(ray) -> str:
@@ -696,84 +786,3 @@ def _kill_actors(ray, registry, timeout_s: float = 30.0) -> None:
             ray.kill(handle, no_restart=True)
         except Exception as e:  # noqa: BLE001 - already dead
             log.debug("ray.kill: %s: %s", type(e).__name__, e)
-
-
-def _stats(table: pa.Table) -> WindowStats:
-    errors = table.num_rows - table.column("error").null_count
-    return WindowStats(rows=table.num_rows, errors=errors,
-                       sequences=int(pa.compute.sum(table.column("num_chunks")).as_py() or 0),
-                       tokens=int(pa.compute.sum(table.column("num_tokens")).as_py() or 0),
-                       slots=int(pa.compute.sum(table.column(SLOTS_COL)).as_py() or 0),
-                       clipped=int(pa.compute.sum(table.column(CLIPPED_COL)).as_py() or 0),
-                       unk_rows=int(pa.compute.sum(pa.compute.greater(table.column("unk_fraction"),
-                                                                      UNK_WARN_FRACTION)).as_py() or 0))
-
-
-class _OrderedRows:
-    """Scored tables from Ray, in any order, handed out shard by shard in exact row counts.
-
-    Ray Data returns blocks as they finish (``preserve_order`` would serialise the actors: measured here, 4 one-second
-    calls on 2 actors took 7.1 s with it, 3.5 s without). Every row carries its shard and row number, so each table
-    is cut into runs of consecutive rows, kept until the writer's cursor reaches them. Memory holds only the rows
-    that finished ahead of a slower block.
-    """
-
-    def __init__(self, tables: Iterator[pa.Table]):
-        self._tables = tables
-        self._runs: dict[tuple[int, int], pa.Table] = {}  # (shard, first row) -> run of consecutive rows
-        self._failed: set[int] = set()
-
-    def close(self) -> None:
-        close = getattr(self._tables, "close", None)
-        if close is not None:
-            close()  # stops the Ray execution if the driver gave up early
-
-    def _pull(self) -> bool:
-        """Cut the next table from Ray into runs; False when Ray has no more."""
-        table = next(self._tables, None)
-        if table is None:
-            return False
-        if not table.num_rows:
-            return True
-        shards = table.column(SHARD_COL).to_numpy()
-        rows = table.column(ROW_COL).to_numpy()
-        bad = table.column(READ_ERROR_COL).is_valid().to_numpy(zero_copy_only=False).astype(np.int8)
-        cuts = np.flatnonzero((np.diff(shards) != 0) | (np.diff(rows) != 1) | (np.diff(bad) != 0)) + 1
-        for lo, hi in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(rows)]))):
-            if int(shards[lo]) not in self._failed:
-                self._runs[(int(shards[lo]), int(rows[lo]))] = table.slice(lo, hi - lo)
-        return True
-
-    def take(self, shard: int, first_row: int, n: int, path) -> Iterator[pa.Table]:
-        """Yield rows ``[first_row, first_row + n)`` of a shard, in order; raise :class:`_ShardFailed` at a row
-        that could not be read."""
-        row, end = first_row, first_row + n
-        while row < end:
-            run = self._runs.pop((shard, row), None)
-            if run is None:
-                if not self._pull():
-                    raise RuntimeError(f"Ray returned no row {row} of {path} ({end - row} rows missing)")
-                continue
-            error = run.column(READ_ERROR_COL)[0].as_py()
-            if error is not None:
-                raise _ShardFailed(error)
-            if run.num_rows > end - row:  # the rest belongs to the next part
-                self._runs[(shard, end)] = run.slice(end - row)
-                run = run.slice(0, end - row)
-            row += run.num_rows
-            yield run
-
-    def skip(self, shard: int) -> None:
-        """Drop the rows of a shard that failed to read, now and as they arrive."""
-        self._failed.add(shard)
-        for key in [k for k in self._runs if k[0] == shard]:
-            del self._runs[key]
-
-    def finish(self) -> None:
-        """Drain Ray and check that no row was left over."""
-        while self._pull():
-            pass
-        if self._runs:
-            (shard, row), run = next(iter(self._runs.items()))
-            raise RuntimeError(f"Ray returned {sum(r.num_rows for r in self._runs.values())} rows beyond the "
-                               f"inputs (first: shard {shard}, rows {row}..{row + run.num_rows - 1})")

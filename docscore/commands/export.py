@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -17,7 +18,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory from `docscore train`")
-    p.add_argument("--output", "-o", required=True, help="bundle directory (an existing bundle there is replaced)")
+    p.add_argument("--output", "-o", required=True,
+                   help="bundle directory (an existing bundle there is replaced), or a URI (s3://models/bundle: "
+                   "exported to a local temporary directory, then uploaded with docscore.json last; the endpoint "
+                   "from AWS_ENDPOINT_URL, credentials from the store's standard chain)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: 17 legacy, 18 dynamo; both tested)")
     p.add_argument("--exporter", choices=["legacy", "dynamo"], default="legacy",
                    help="legacy (TorchScript): the ORT optimizer fuses Attention only on this graph; dynamo: "
@@ -100,17 +104,38 @@ def render_variants(variants: dict, out=None) -> None:
 
 
 def run(args) -> int:
+    import shutil
+    import tempfile
     import time
 
-    from docscore.bundle import load_bundle
+    from docscore import storage
+    from docscore.bundle import load_bundle, publish_bundle
     from docscore.export import export_bundle
 
-    options = _options(args)
-    t = time.perf_counter()
-    print(f"exporting {args.checkpoint} -> {options.output} (exporter={options.exporter}, "
-          f"attention={options.attention}, variants={','.join(options.variants)})", file=sys.stderr)
-    out = export_bundle(args.checkpoint, options)
-    manifest = load_bundle(out).manifest
+    uri = args.output
+    remote = storage.has_scheme(uri) and not storage.resolve(uri).is_local
+    work = tempfile.mkdtemp(prefix="docscore-export-") if remote else None  # the bundle is built here, then uploaded
+    if remote:
+        bucket = storage.missing_bucket(storage.resolve(uri))  # before minutes of export, not after
+        if bucket:
+            from docscore.errors import ConfigError
+
+            raise ConfigError(f"cannot write the bundle {storage.resolve(uri).uri}: the bucket {bucket} does not "
+                              "exist (docscore never creates buckets)")
+        args.output = os.path.join(work, "bundle")
+    try:
+        options = _options(args)
+        t = time.perf_counter()
+        print(f"exporting {args.checkpoint} -> {storage.resolve(uri).uri if remote else options.output} "
+              f"(exporter={options.exporter}, "
+              f"attention={options.attention}, variants={','.join(options.variants)})", file=sys.stderr)
+        out = export_bundle(args.checkpoint, options)
+        manifest = load_bundle(out).manifest
+        if remote:
+            out = publish_bundle(out, uri)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(manifest["variants"], indent=2))
         return 0

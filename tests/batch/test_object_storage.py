@@ -199,3 +199,31 @@ def test_verify_a_bundle_on_s3(s3, bundle, cache, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["verify", model]) == 4  # the cached copy is refreshed, not trusted
     assert "tokenizer.json" in capsys.readouterr().err
+
+
+def test_export_onnx_to_s3_uploads_the_manifest_last_and_verify_passes(s3, tiny_checkpoint_factory, cache,
+                                                                        monkeypatch, capsys):
+    from docscore import storage
+
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/models/bundle"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
+    s3.client.put_object(Bucket=bucket, Key="models/bundle/docscore.json", Body=b'{"files": {"stale.onnx": ""}}')
+    s3.client.put_object(Bucket=bucket, Key="models/bundle/stale.onnx", Body=b"old")  # an older bundle there
+    order = []
+    put_file = storage.put_file
+
+    def recording(local, fs, path):
+        order.append(path.rsplit("/", 1)[1])
+        put_file(local, fs, path)
+
+    monkeypatch.setattr(storage, "put_file", recording)
+    assert main(["export-onnx", str(tiny_checkpoint_factory()), "--output", uri, "--verify-rows", "16"]) == 0
+    assert f"bundle {uri} " in capsys.readouterr().out
+    assert order[-1] == "docscore.json" and {"model.onnx", "tokenizer.json"} <= set(order[:-1])
+    keys = s3.keys(bucket, "models/bundle/")
+    assert "models/bundle/stale.onnx" not in keys and "models/bundle/docscore.json" in keys
+    assert not any(secret in s3.get(bucket, "models/bundle/docscore.json").decode() for secret in SECRETS)
+    monkeypatch.setattr(storage, "put_file", put_file)
+    assert main(["verify", uri]) == 0
+    assert "hashes ok" in capsys.readouterr().out

@@ -32,14 +32,29 @@ OUTPUTS = ("a.parquet", "2024/b.parquet", "2024/c.parquet", "2024/empty.parquet"
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """A private local Ray instance with 2 CPUs, its session files in a short temporary directory."""
+def ray_cluster(request, tmp_path_factory):
+    """A private local Ray instance with 2 CPUs, its session files in a short temporary directory.
+
+    Its workers inherit this process's environment when Ray starts: the S3 endpoint's (fake) credentials, as a
+    node's standard chain would give them, and a bundle cache of the test's own."""
+    try:
+        request.getfixturevalue("s3")
+    except pytest.skip.Exception:
+        pass  # no moto: the S3 tests skip, the others run
+    saved = os.environ.get("DOCSCORE_CACHE")
+    os.environ["DOCSCORE_CACHE"] = str(tmp_path_factory.mktemp("ray-cache"))
     tmp = tempfile.mkdtemp(prefix="dsray-")
-    with ray_connection(RayOptions(num_cpus=2, tmp_dir=tmp)) as ray:
-        assert ray.cluster_resources()["CPU"] == 2
-        assert os.listdir(tmp), "Ray's session files belong under --ray-tmp-dir"
-        yield ray
-    assert not ray.is_initialized()
+    try:
+        with ray_connection(RayOptions(num_cpus=2, tmp_dir=tmp)) as ray:
+            assert ray.cluster_resources()["CPU"] == 2
+            assert os.listdir(tmp), "Ray's session files belong under --ray-tmp-dir"
+            yield ray
+        assert not ray.is_initialized()
+    finally:
+        if saved is None:
+            os.environ.pop("DOCSCORE_CACHE", None)
+        else:
+            os.environ["DOCSCORE_CACHE"] = saved
 
 
 def cpus_back(ray, want: float = 2.0, timeout_s: float = 20.0) -> float:
@@ -180,16 +195,16 @@ def test_driver_killed_mid_run_then_rerun_gives_one_copy_of_every_row(ray_cluste
 
 def test_no_progress_fails_with_a_clear_message_instead_of_hanging(ray_cluster, archive, bundle, ray_opts,
                                                                   tmp_path):
-    """Another job holds 1.5 of the 2 CPUs, so neither the read task nor the actors can start: the run fails after
-    stall_timeout_s, saying what waited and what Ray had free."""
+    """Another job holds both CPUs, so no actor can start: the run fails after stall_timeout_s, saying what waited
+    and what Ray had free."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    hog = placement_group([{"CPU": 1.5}])
+    hog = placement_group([{"CPU": 2}])
     ray_cluster.get(hog.ready(), timeout=30)
     try:
         t0 = time.perf_counter()
-        with pytest.raises(RayStallError, match=r"no progress for 3 s.*Waiting: MapBatches.*Ray has available "
-                                                r"\(free/total\): CPU [\d.]+/2.*stall_timeout_s"):
+        with pytest.raises(RayStallError, match=r"no progress for 3 s.*Waiting: \d+ call\(s\) on 2 actor\(s\).*"
+                                                r"Ray has available \(free/total\): CPU [\d.]+/2.*stall_timeout_s"):
             score_files_ray([archive], bundle, tmp_path / "out", ray_opts, stall_timeout_s=3)
         assert time.perf_counter() - t0 < 30
     finally:
@@ -286,28 +301,112 @@ def test_actors_leave_a_cpu_for_reads():
     assert RayOptions().local and RayOptions(address="local").local and not RayOptions(address="auto").local
 
 
-def test_rows_finishing_out_of_order_are_put_back_in_order_and_read_errors_fail_their_shard(tmp_path):
-    """Ray returns blocks as they finish; the driver reorders them by (shard, row) and stops a shard at the row
-    its read failed at, while the other shards go on."""
-    from docscore.batch.ray_engine import READ_ERROR_COL, ROW_COL, SHARD_COL, _OrderedRows, _read_pieces, _ShardFailed
+def test_pieces_split_at_row_groups_parts_and_batch_rows_from_the_resume_point():
+    from docscore.batch.committer import ShardPlan
+    from docscore.batch.inputs import Shard
+    from docscore.batch.ray_engine import plan_pieces
+
+    schema = pa.schema([pa.field("text", pa.string())])
+    p = ShardPlan(Shard("/in/a.parquet", "a.parquet"), {}, 45, 4, 1, 12, schema, schema)  # part 0 committed
+    pieces = plan_pieces(3, p, [10, 10, 25], 8, "s3://b/in/a.parquet", "http://127.0.0.1:9")
+    assert [(x.start, x.stop) for x in pieces] == [(12, 20), (20, 24), (24, 32), (32, 36), (36, 44), (44, 45)]
+    assert {(x.shard, x.uri, x.endpoint) for x in pieces} == {(3, "s3://b/in/a.parquet", "http://127.0.0.1:9")}
+
+
+def test_a_piece_reads_exactly_its_rows_and_a_missing_file_is_an_error(tmp_path):
+    from docscore.batch.ray_engine import Piece, read_piece
 
     pq.write_table(make_table(30, seed=1), tmp_path / "a.parquet", row_group_size=7)
-    schema = pa.schema([pa.field("doc_id", pa.int64()), pa.field("text", pa.string())])
-    pieces = pa.table({"shard": [0, 0, 1, 0], "path": [str(tmp_path / "a.parquet")] * 2 + [str(tmp_path / "gone"),
-                                                                                          str(tmp_path / "a.parquet")],
-                       "start": [0, 7, 0, 14], "stop": [7, 14, 5, 30]})
-    tables = []
-    for i in range(pieces.num_rows):
-        tables += list(_read_pieces(pieces.slice(i, 1), ["doc_id", "text"], schema, read_batch_rows=4))
-    gone = [t for t in tables if t.column(SHARD_COL)[0].as_py() == 1]
-    assert len(gone) == 1 and "cannot read rows 0..5" in gone[0].column(READ_ERROR_COL)[0].as_py()
-    mixed = pa.concat_tables(tables[::-1])  # every block reversed, and shards interleaved in one table
-    stream = _OrderedRows(iter([mixed.slice(0, 9), mixed.slice(9)]))
-    got = pa.concat_tables(stream.take(0, 0, 12, "a")).column("doc_id").to_pylist()
-    got += pa.concat_tables(stream.take(0, 12, 18, "a")).column("doc_id").to_pylist()
-    assert got == list(range(30))
-    with pytest.raises(_ShardFailed, match="cannot read"):
-        list(stream.take(1, 0, 5, "gone"))
-    stream.skip(1)
-    stream.finish()  # nothing left over
-    assert pa.concat_tables(tables).column(ROW_COL).to_pylist()[:7] == list(range(7))
+    cache: dict = {}
+    got = [read_piece(Piece(0, str(tmp_path / "a.parquet"), "k=v/a.parquet", lo, hi), ["doc_id", "k"], 4, cache)
+           for lo, hi in ((0, 7), (9, 14), (14, 30))]
+    assert [t.column("doc_id").to_pylist() for t in got] == [list(range(7)), list(range(9, 14)),
+                                                              list(range(14, 30))]
+    assert set(got[0].column("k").to_pylist()) == {"v"}  # hive keys are columns on the actors too
+    with pytest.raises(OSError):
+        read_piece(Piece(1, str(tmp_path / "gone.parquet"), "gone.parquet", 0, 5), ["doc_id"], 4, cache)
+
+
+def test_an_actor_reads_a_large_row_group_once_whatever_the_pieces(tmp_path, monkeypatch):
+    """One row group cut into many pieces, an actor getting every other one (as with two actors): each piece
+    continues the actor's open stream instead of decoding the row group again from its start (which made reads
+    quadratic in the row-group size), and every piece still holds exactly its rows."""
+    from docscore.batch import ray_engine
+    from docscore.batch.ray_engine import Piece, read_piece
+
+    opened = []
+
+    class CountingStream(ray_engine.RowStream):
+        def __init__(self, src, start, *a, **kw):
+            opened.append(start)
+            super().__init__(src, start, *a, **kw)
+
+    monkeypatch.setattr(ray_engine, "RowStream", CountingStream)
+    pq.write_table(make_table(400, seed=2), tmp_path / "a.parquet", row_group_size=300)  # groups of 300 and 100
+    cache: dict = {}
+    spans = [(lo, lo + 10) for lo in range(0, 400, 20)]  # every other 10-row piece
+    got = [read_piece(Piece(0, str(tmp_path / "a.parquet"), "a.parquet", lo, hi), ["doc_id"], 16, cache)
+           for lo, hi in spans]
+    assert [t.column("doc_id").to_pylist() for t in got] == [list(range(lo, hi)) for lo, hi in spans]
+    # one stream per row group (the second opened at its first row, skipping the first group undecoded): never
+    # re-decoded from a row group's start for each piece
+    assert opened == [0, 300]
+    read_piece(Piece(0, str(tmp_path / "a.parquet"), "a.parquet", 5, 15), ["doc_id"], 16, cache)  # going back
+    assert opened == [0, 300, 5]
+
+
+def test_a_slow_piece_holds_back_the_others_within_the_bound(ray_cluster, archive, bundle, ray_opts, tmp_path,
+                                                             monkeypatch):
+    """One piece sleeps 4 s on one actor; the other actor finishes the pieces after it, but no more than the
+    window allows: the driver stops sending pieces (backpressure) instead of buffering every later one. The outputs
+    are the local engine's, byte for byte."""
+    from docscore.batch import ray_engine
+
+    seen = []
+
+    class Recording(ray_engine._OrderedCalls):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self)
+
+    monkeypatch.setattr(ray_engine, "_OrderedCalls", Recording)
+    monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"slow:4:{tmp_path / 'slowed'}")
+    summary = score_files_ray([archive], bundle, tmp_path / "ray", ray_opts, max_blocks_ahead=3)
+    assert (tmp_path / "slowed").exists() and summary.ok and summary.rows == 100
+    calls = seen[0]
+    assert calls.window == 3 and calls.peak_outstanding == 3
+    assert calls.peak_ahead == 2  # the other actor ran ahead of the slow piece, up to the bound and no further
+    monkeypatch.delenv("DOCSCORE_RAY_FAILPOINT")
+    score_files([archive], bundle, tmp_path / "local", ray_opts)
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+
+
+def outputs(out) -> dict[str, bytes]:
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))}
+
+
+def test_ray_with_inputs_bundle_and_output_on_s3_and_no_shared_directory(ray_cluster, s3, archive, bundle,
+                                                                         ray_opts, tmp_path):
+    """The actors read the inputs and the bundle from the S3 endpoint themselves (they get URIs and the endpoint,
+    never a local path or a credential); the driver commits to S3. Same bytes as a local run on a local disk."""
+    from s3server import CREDENTIALS
+
+    bucket = s3.bucket()
+    src = s3.upload(archive, bucket, "archive")
+    model = s3.upload(bundle, bucket, "models/bundle")
+    opts = ray_opts.replace(s3_endpoint=s3.endpoint)
+    summary = score_files_ray([src + "/"], model, f"s3://{bucket}/scores", opts)
+    assert summary.ok and summary.rows == 100 and summary.output_dir == f"s3://{bucket}/scores"
+    score_files([archive], bundle, tmp_path / "local", ray_opts)
+    want = outputs(tmp_path / "local")
+    keys = s3.keys(bucket, "scores/")
+    got = {k[len("scores/"):]: s3.get(bucket, k) for k in keys if k.endswith(".parquet")}
+    assert got == want
+    assert "scores/_SUCCESS" in keys and not [k for k in keys if "/_docscore/" in k and not k.endswith("/")]
+    manifest = json.loads(s3.get(bucket, "scores/_docscore_run.json"))
+    assert manifest["bundle"]["path"] == model
+    assert manifest["shards"]["2024/b.parquet"]["input"] == f"{src}/2024/b.parquet"
+    for key in keys:
+        if not key.endswith(".parquet") and not key.endswith("/"):
+            body = s3.get(bucket, key).decode()
+            assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in body and CREDENTIALS["AWS_ACCESS_KEY_ID"] not in body
