@@ -43,7 +43,12 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    help="add an fp16 variant for CUDA (verified only where CUDA is available)")
     p.add_argument("--verify-data", default=None,
                    help="Parquet/CSV with texts for the parity gate (default: samples/eval.csv)")
-    p.add_argument("--text-column", default="text", help="text column of --verify-data")
+    p.add_argument("--calibration-data", default=None,
+                   help="Parquet/CSV with texts that calibrate --quantize int8 (default: the verify texts); a "
+                   "sample of the archives the bundle will score keeps int8 closest to fp32. Recorded with its "
+                   "sha256 and row count in the manifest")
+    p.add_argument("--calibration-rows", type=int, default=300, help="at most this many calibration texts")
+    p.add_argument("--text-column", default="text", help="text column of --verify-data and --calibration-data")
     p.add_argument("--verify-rows", type=int, default=1000, help="at most this many texts in the gate")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT.FIELD=VALUE",
                    help="override a gate tolerance, e.g. fp32.atol=1e-5 or int8.min_label_agreement=0.98 "
@@ -66,6 +71,7 @@ def _options(args):
     return ExportOptions(
         output=args.output, opset=args.opset, exporter=args.exporter, attention=args.attention,
         optimize=args.optimize, quantize=args.quantize, fp16=args.fp16, verify_data=args.verify_data,
+        calibration_data=args.calibration_data, calibration_rows=args.calibration_rows,
         text_column=args.text_column, verify_rows=args.verify_rows,
         tolerances=parse_tolerance_overrides(args.tolerance), max_length=args.max_length,
         external_data=args.external_data, threads=args.threads, bf16=args.bf16,

@@ -151,6 +151,10 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         raise ConfigError("--bf16 needs OpenVINO and a CPU with native bf16 (AVX512_BF16 or AMX) to verify the "
                           "variant; this host lacks one of them. Export without --bf16, or on such a host.")
     texts, source = _texts(options.verify_data, options.text_column, options.verify_rows)
+    calibration_texts = calibration_source = None
+    if options.calibration_data is not None:  # read before any export work: a bad file fails fast
+        calibration_texts, calibration_source = _texts(options.calibration_data, options.text_column,
+                                                       options.calibration_rows)
     model, hf_tokenizer, spec, ckpt_config = load_checkpoint(checkpoint_dir)
     ckpt_max_length = spec.max_length
     if options.max_length is not None:
@@ -240,12 +244,15 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
             gate("bf16", exported["files"][:1], source="fp32")
         if "int8" in options.quantize and not failed:
             t = time.perf_counter()
-            calib_texts = texts[:options.calibration_rows]
+            if calibration_texts is not None:
+                calib_texts, calib_source = calibration_texts, calibration_source
+            else:
+                calib_texts, calib_source = texts[:options.calibration_rows], source
             feeds = [encodings_to_feed([e], spec.input_names, tok_info["pad_id"],
                                        int(padded_length(len(e.ids), spec.max_length)))
                      for e in bundle_tok.encode_batch(calib_texts)]
-            calibration = {"source": source, "rows": len(calib_texts),
-                           "sha256": sha256_file(source) if Path(source).is_file() else None}
+            calibration = {"source": calib_source, "rows": len(calib_texts),
+                           "sha256": sha256_file(calib_source) if Path(calib_source).is_file() else None}
             files, info = variants.quantize_int8_static(fp32_path, tmp / variants.FILE_NAMES["int8"], feeds,
                                                         calibration=calibration)
             timings["quantize_int8_s"] = round(time.perf_counter() - t, 3)

@@ -57,7 +57,7 @@ def read_texts(path: str | Path, column: str = "text", limit: int = 1000) -> lis
                              path=path, column=column)
     texts = [t for t in table.column(column).to_pylist() if isinstance(t, str) and t.strip()]
     if not texts:
-        raise InputDataError("verify data holds no non-empty text", path=path, column=column)
+        raise InputDataError("the file holds no non-empty text", path=path, column=column)
     return texts[:limit]
 
 

@@ -3,9 +3,11 @@ marked), and the batch-invariant variants are bit-identical however their rows a
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from docscore.batch import ScoreOptions, Scorer
@@ -68,13 +70,53 @@ def test_scores_do_not_depend_on_companions_budget_or_layout(tiny_bundle_factory
             assert out.equals(pa.concat_tables([whole.slice(i, 1) for i in range(len(texts))][::-1])), changes
 
 
-def test_bf16_is_refused_up_front_where_the_cpu_cannot_verify_it(tiny_checkpoint_factory, tmp_path):
+def test_bf16_is_refused_up_front_where_the_cpu_cannot_verify_it(tiny_checkpoint_factory, tmp_path, monkeypatch):
     from docscore import runtime_openvino
     from docscore.errors import ConfigError
 
-    if runtime_openvino.native_bf16():
-        pytest.skip("this CPU has native bf16: the bf16 variant is exported and gated for real here")
+    monkeypatch.setattr(runtime_openvino, "native_bf16", lambda: False)  # any host: as a CPU without bf16
     out = tmp_path / "b"
     with pytest.raises(ConfigError, match="--bf16 needs OpenVINO and a CPU with native bf16"):
         export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out, bf16=True))
     assert not out.exists() and _leftovers(out) == []
+
+
+def test_bf16_is_exported_behind_the_gate_and_bit_identical_where_the_cpu_has_it(tiny_checkpoint_factory,
+                                                                                   tmp_path):
+    from docscore import runtime_openvino
+
+    if not runtime_openvino.native_bf16():
+        pytest.skip("no native bf16 on this CPU: the refusal is tested above")
+    bundle = load_bundle(export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=tmp_path / "b",
+                                                                                      bf16=True)))
+    bf16 = bundle.variants["bf16"]
+    assert bf16["verified"] and (bf16["runtime"], bf16["precision"]) == ("openvino", "bf16")
+    assert bf16["file"] == bundle.variants["fp32"]["file"]  # the fp32 graph, run at bf16 precision
+    inv = bf16["invariance"]
+    # OpenVINO's bf16 matmuls are bit-identical across batch sizes on the MiniLM body (tested there); on this
+    # 32-wide body, batches of the 8192-token budget moved scores by 3e-8 (the kernel depends on the matrix rows,
+    # batch included): the contract's fallback, within 1e-6 and no label change, and the gate says which holds.
+    assert inv["passed"] and inv["label_changes"] == 0 and inv["max_abs_score_diff"] <= 1e-6, json.dumps(inv)
+    assert set(inv["layouts"]) >= {"budget_256", "budget_8192", "rows_3_window_7", "budget_8192_threads_1"}
+
+
+def test_int8_calibrates_on_the_calibration_data_and_records_it(tiny_checkpoint_factory, tmp_path):
+    from docscore.errors import ConfigError, InputDataError
+    from docscore.bundle import sha256_file
+
+    calib = tmp_path / "calib.parquet"
+    pq.write_table(pa.table({"body": [f"calibration document {i} about invoices and parcels" * (1 + i % 5)
+                                      for i in range(40)]}), calib)
+    ckpt = tiny_checkpoint_factory("bert")
+    with pytest.raises(ConfigError, match="add --quantize int8"):
+        ExportOptions(output=tmp_path / "x", calibration_data=calib)
+    with pytest.raises(InputDataError, match="no text column 'text'") as err:  # before any export work
+        export_bundle(ckpt, ExportOptions(output=tmp_path / "x", quantize="int8", calibration_data=calib))
+    assert "calib.parquet" in str(err.value) and not (tmp_path / "x").exists()
+    verify = tmp_path / "verify.csv"
+    verify.write_text("body\n" + "\n".join(f"a short support ticket number {i}" for i in range(30)) + "\n")
+    out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b", quantize="int8", calibration_data=calib,
+                                            calibration_rows=25, verify_data=verify, text_column="body",
+                                            tolerances=LOOSE))
+    q = load_bundle(out).variants["int8"]["quantization"]
+    assert q["calibration"] == {"source": str(calib), "rows": 25, "sha256": sha256_file(calib)}

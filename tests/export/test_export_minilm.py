@@ -50,10 +50,21 @@ def minilm_checkpoint(tmp_path_factory, minilm_dir, hf_tokenizer):
     return out
 
 
+def _native_bf16() -> bool:
+    from docscore import runtime_openvino
+
+    return runtime_openvino.native_bf16()
+
+
+# every CPU variant docscore ships on this host: bf16 only where the CPU computes bf16 natively
+CPU_VARIANTS = ("fp32", "optimized", "int8") + (("bf16",) if _native_bf16() else ())
+
+
 @pytest.fixture(scope="module")
 def minilm_bundle(minilm_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("minilm-bundle") / "bundle"
-    rc = main(["export-onnx", str(minilm_checkpoint), "-o", str(out), "--optimize", "--quantize", "int8"])
+    bf16 = ["--bf16"] if "bf16" in CPU_VARIANTS else []
+    rc = main(["export-onnx", str(minilm_checkpoint), "-o", str(out), "--optimize", "--quantize", "int8", *bf16])
     assert rc == 0
     return out
 
@@ -62,17 +73,20 @@ def test_minilm_exports_optimized_and_int8_through_the_gate(minilm_bundle, minil
     out = minilm_bundle
     bundle = load_bundle(out)
     v = bundle.variants
-    assert all(v[name]["verified"] for name in ("fp32", "optimized", "int8"))
+    assert all(v[name]["verified"] for name in CPU_VARIANTS)
     assert v["fp32"]["parity"]["data"]["max_abs_logit_diff"] < 1e-4
     # The legacy + eager graph is the one the ORT optimizer fuses fully.
     assert v["optimized"]["fusions"]["Attention"] == 6 and v["optimized"]["fusions"]["EmbedLayerNormalization"] == 1
     assert v["int8"]["parity"]["data"]["label_agreement"] >= 0.99
     assert v["int8"]["size_bytes"] < v["fp32"]["size_bytes"] / 3
     assert v["int8"]["quantization"]["mode"] == "static" and v["int8"]["invariance"]["bit_identical"]
-    for name in ("fp32", "optimized", "int8"):
+    if "bf16" in CPU_VARIANTS:  # near-exact: the same graph at bf16 precision
+        assert v["bf16"]["parity"]["data"]["label_agreement"] == 1.0 and v["bf16"]["invariance"]["bit_identical"]
+        assert v["bf16"]["parity"]["data"]["max_prob_diff"] < 1e-2
+    for name in CPU_VARIANTS:
         assert v[name]["invariance"]["passed"], v[name]["invariance"]["failures"]
         assert v[name]["speed"]["seqs_per_s"] > 0
-    fastest = max(("fp32", "optimized", "int8"), key=lambda n: v[n]["speed"]["seqs_per_s"])
+    fastest = max(CPU_VARIANTS, key=lambda n: v[n]["speed"]["seqs_per_s"])
     assert bundle.default_variant() == fastest  # chosen by the speeds measured at export on this CPU
     assert json.loads((out / "tokenizer.json").read_text())["padding"] is None  # MiniLM's fixed 128 must not leak
     assert main(["verify", str(out), "--checkpoint", str(minilm_checkpoint)]) == 0
@@ -108,7 +122,7 @@ def test_minilm_scores_are_bit_identical_however_scored(minilm_bundle, tmp_path)
     layouts = {"alone": {"max_batch_rows": 1}, "budget_256": {"token_budget": 256, "sort_window": 5},
                "budget_8192": {"token_budget": 8192}}
     refs = {}
-    for variant in ("fp32", "optimized", "int8"):
+    for variant in CPU_VARIANTS:
         ref = tmp_path / f"{variant}-ref"
         score_files([archive], minilm_bundle, ref, ScoreOptions(variant=variant, **base))
         refs[variant] = ref
