@@ -53,15 +53,26 @@ from _s3local import LocalS3, local_tree, outputs  # noqa: E402
 KEEP = {"_docscore_run.json", "_docscore_summary.json", "_SUCCESS", "_docscore_journal.jsonl"}
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written; each option's default where it has one and its help names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
     ap.add_argument("--store", default="local", choices=["local", "s3"],
                     help="where inputs and outputs live: the local disk or the local S3 endpoint")
     ap.add_argument("--kills", type=int, default=20, help="trials: one SIGKILL each, then a rerun")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times (and of the archive)")
     ap.add_argument("--rows", type=int, default=400, help="documents in the generated archive")
-    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"])
+    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
+                    help="mixed: mostly short snippets with some long documents; long: whole documentation files")
     ap.add_argument("--shards", type=int, default=3, help="input files")
     ap.add_argument("--row-group-size", type=int, default=1000, help="rows per row group of the input files")
     ap.add_argument("--checkpoint-rows", type=int, default=25,

@@ -86,11 +86,22 @@ print("RESULT " + json.dumps(out))
 """
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written; each option's default where it has one and its help names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
     ap.add_argument("--rows", type=int, default=2000, help="documents in the generated archive")
-    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"])
+    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
+                    help="mixed: mostly short snippets with some long documents; long: whole documentation files")
     ap.add_argument("--shards", type=int, default=2, help="input files")
     ap.add_argument("--row-group-size", type=int, default=1000, help="rows per row group of the input files")
     ap.add_argument("--slow-seconds", type=float, default=20.0, help="how long the slow piece sleeps")

@@ -47,8 +47,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _s3local import LocalS3, local_tree, outputs  # noqa: E402
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """The module docstring as written; each option's default where it has one and its help names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
     ap.add_argument("--rows", type=int, default=3000, help="documents in the generated archive")
     ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
@@ -129,7 +139,8 @@ def main(argv=None) -> int:
                     differences.append({"candidate": name, "round": run["round"],
                                         "missing": sorted(set(reference) - set(got)),
                                         "extra": sorted(set(got) - set(reference)),
-                                        "differ": sorted(k for k in set(got) & set(reference) if got[k] != reference[k])})
+                                        "differ": sorted(k for k in set(got) & set(reference)
+                                                         if got[k] != reference[k])})
         variant = summary.variant
         rows = summary.rows
 
