@@ -21,9 +21,9 @@ is byte-identical to the reference's and no output is missing; the rows add up t
 ``doc_id`` twice; ``_SUCCESS`` is there; nothing outside ``OUT/_docscore/`` that the reference does not have
 (stray objects); what is left under ``_docscore/`` is reported (should be nothing: the lock is released and the
 staging cleared). With ``--store s3``: the local files the killed run was writing
-(``$TMPDIR/docscore-staging-<pid>-*``) are gone after the rerun. At kill time, recorded: the outputs already
-published (and whether each is the reference's bytes: a reader must never see a partial output), the committed
-parts in staging, the journal events, whether the lock was held.
+(``$TMPDIR/docscore-staging-<pid>-*``) are gone after the rerun, and so are the rerun's own. At kill time,
+recorded: the outputs already published (and whether each is the reference's bytes: a reader must never see a
+partial output), the committed parts in staging, the journal events, whether the lock was held.
 
 Prints JSON (stdout, or ``--out``): the reference run, one record per trial (kill time, what existed, rerun exit
 code and time, identical yes/no, problems) and totals. A line per trial and a total go to stderr. Exit 0 when
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
                 killed = True
             at_kill = _snapshot(store.tree(name), ref_outputs)
             t = time.perf_counter()
-            rerun = subprocess.run(command(out), env=env, capture_output=True, text=True, timeout=args.run_timeout)
+            rerun = _run(command(out), env, args.run_timeout)
             rerun_s = time.perf_counter() - t
             tree = store.tree(name)
             got = outputs(tree)
@@ -168,9 +168,10 @@ def main(argv=None) -> int:
             if at_kill["torn_outputs"]:
                 problems.append(f"outputs visible at kill time that are not the reference's: "
                                 f"{at_kill['torn_outputs']}")
-            local_left = [str(p) for p in Path(tempfile.gettempdir()).glob(f"docscore-staging-{proc.pid}-*")]
-            if local_left:
-                problems.append(f"the killed run's local files are still there: {local_left}")
+            for who, pid in (("killed", proc.pid), ("rerun", rerun.pid)):
+                local_left = [str(p) for p in Path(tempfile.gettempdir()).glob(f"docscore-staging-{pid}-*")]
+                if local_left:
+                    problems.append(f"the {who} run's local files being written are still there: {local_left}")
             trial = {"trial": i, "kill_at_s": round(kill_at, 2), "killed": killed,
                      "first_exit": first_rc, "at_kill": at_kill,
                      "rerun_exit": rerun.returncode, "rerun_s": round(rerun_s, 2), "rows": rows,
@@ -213,6 +214,20 @@ def main(argv=None) -> int:
           f"{tot['killed_with_outputs_published']} with outputs already published), {tot['clean']} clean, "
           f"{tot['rerun_exit_nonzero']} reruns with a nonzero exit", file=sys.stderr)
     return 0 if result["all_identical_and_clean"] else 1
+
+
+def _run(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """``subprocess.run`` that also tells the child's pid (``.pid``): its local temporary files are named by it."""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    done = subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+    done.pid = proc.pid
+    return done
 
 
 def _default_variant(model: str, threads: int | None) -> str:
