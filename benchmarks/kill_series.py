@@ -2,7 +2,7 @@
 byte with one uninterrupted run: on a local disk or on object storage (a local moto S3 endpoint this script
 starts on 127.0.0.1).
 
-    python benchmarks/kill_series.py --model BUNDLE --store local|s3 [--kills 20] [--seed 0] [--rows 400]
+    python benchmarks/kill_series.py --model BUNDLE --store local|s3 [--kills 20] [--seed 0] [--rows 600]
                                      [--checkpoint-rows 25] [--out result.json]
 
 What it does: generates an archive of real documentation text (``docscore.bench.archive``; with ``--store s3``
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                     help="where inputs and outputs live: the local disk or the local S3 endpoint")
     ap.add_argument("--kills", type=int, default=20, help="trials: one SIGKILL each, then a rerun")
     ap.add_argument("--seed", type=int, default=0, help="seed of the kill times (and of the archive)")
-    ap.add_argument("--rows", type=int, default=400, help="documents in the generated archive")
+    ap.add_argument("--rows", type=int, default=600, help="documents in the generated archive")
     ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
                     help="mixed: mostly short snippets with some long documents; long: whole documentation files")
     ap.add_argument("--shards", type=int, default=3, help="input files")

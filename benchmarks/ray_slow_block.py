@@ -1,7 +1,7 @@
 """One slow piece in a `--engine ray` run: the driver's memory and the run's time, with and without it, on a local
 Ray instance; the bound on pieces held ahead of the slow one; the outputs against a local run.
 
-    python benchmarks/ray_slow_block.py --model BUNDLE [--rows 2000] [--kind mixed] [--slow-seconds 20]
+    python benchmarks/ray_slow_block.py --model BUNDLE [--rows 3000] [--kind mixed] [--slow-seconds 20]
                                         [--num-cpus 2] [--max-blocks-ahead N] [--batch-rows N] [--out result.json]
 
 What it does: generates an archive of real documentation text (``docscore.bench.archive``) and scores it three
@@ -99,7 +99,7 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
-    ap.add_argument("--rows", type=int, default=2000, help="documents in the generated archive")
+    ap.add_argument("--rows", type=int, default=3000, help="documents in the generated archive")
     ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
                     help="mixed: mostly short snippets with some long documents; long: whole documentation files")
     ap.add_argument("--shards", type=int, default=2, help="input files")
