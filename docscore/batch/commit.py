@@ -338,6 +338,15 @@ class Staging:
         if _exists(self.fs, self.root):
             self.fs.delete_dir(self.root)
 
+    def close(self) -> None:
+        """Remove this process's local folder of files being written (object stores), however the run ended: a
+        killed run's is removed by the next run on the host (:func:`_clean_work_dirs`), a finished one's here."""
+        if self._work_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+
 
 def _clean_work_dirs() -> list[str]:
     """Local temporary folders of object-store runs whose process is dead (killed mid-shard)."""

@@ -200,10 +200,12 @@ class OutputCommitter:
         write_json_atomic(self.out.join(SUMMARY), self.summary.to_dict(), self.out.fs)
 
     def close(self) -> None:
-        """Drop the shard in progress (a rerun redoes it) and release the lock."""
+        """Drop the shard in progress (a rerun redoes it), remove the local folder of files being written (object
+        stores) and release the lock."""
         self.abort()
         if self.state is not None:
             self.state.close()
+            self.state.staging.close()
         if self._lock is not None:
             self._lock.release()
             self._lock = None

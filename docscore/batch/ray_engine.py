@@ -547,6 +547,7 @@ class _RayFeed:
         failed: set[int] = set()  # shards whose remaining pieces are not sent
         endpoint = _endpoint(resolve(source, opts.s3_endpoint).fs, opts.s3_endpoint) if bundle.uri else None
         actors = _start_actors(ray, workers, source, opts, endpoint)
+        calls = None
         try:
             calls = _OrderedCalls(actors, window, ropts.stall_timeout_s, workers)
             log.info("scoring %d piece(s) on %d Ray actor(s): %.2f CPU, %g GPU, %d ORT thread(s) each; at most %d "
@@ -556,6 +557,10 @@ class _RayFeed:
             for plan, sha256, pieces in planned:
                 self._commit(plan, sha256, pieces, results, failed)
         finally:
+            if calls is not None and self.committer.summary is not None:  # in the summary however the run ends
+                self.committer.summary.engine_stats = {
+                    "engine": "ray", "workers": workers.workers, "pieces": calls.sent, "max_blocks_ahead": window,
+                    "peak_outstanding": calls.peak_outstanding, "peak_ahead": calls.peak_ahead}
             for actor in actors:  # however the run ends: actors hold CPUs (and GPUs) until killed
                 _kill(ray, actor)
 
@@ -643,6 +648,7 @@ class _OrderedCalls:
         self.actors, self.window, self.stall_timeout_s, self.plan = actors, max(1, window), stall_timeout_s, plan
         self.peak_outstanding = 0  # the most calls outstanding at once (at most ``window``)
         self.peak_ahead = 0  # the most finished results waiting behind an unfinished older call
+        self.sent = 0  # calls sent
 
     def run(self, pieces) -> Iterator[tuple[Piece, PieceResult]]:
         import ray
@@ -664,6 +670,7 @@ class _OrderedCalls:
                     more = False
                     break
                 pending.append((piece, self.actors[a].score_piece.remote(piece), a))
+                self.sent += 1
             self.peak_outstanding = max(self.peak_outstanding, len(pending))
             if not pending:
                 return

@@ -64,6 +64,10 @@ class RunSummary:
     clipped: int = 0  # texts tokenised from a clipped prefix
     unk_rows: int = 0  # rows whose tokens are mostly the unknown token (unk_fraction > 0.5)
     wall_s: float = 0.0
+    # Engine counters (empty for the local engine). Ray: ``workers``, ``pieces`` sent, ``max_blocks_ahead`` (the
+    # bound on pieces sent and not yet committed), ``peak_outstanding`` (the most at once) and ``peak_ahead`` (the
+    # most finished pieces held behind an unfinished older one).
+    engine_stats: dict = field(default_factory=dict)
     variant: str = ""
     bundle_sha256: str = ""
     output_dir: str = ""

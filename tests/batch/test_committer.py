@@ -4,6 +4,9 @@ the same bytes whatever the chunking an engine feeds, resume after a kill, faile
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -12,6 +15,7 @@ import pytest
 
 from docscore import storage
 from docscore.batch import committer as committer_mod
+from docscore.batch.commit import WORK_PREFIX
 from docscore.batch.committer import OutputCommitter, ShardPlan
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
@@ -124,6 +128,24 @@ def test_a_run_killed_after_two_parts_resumes_to_the_same_bytes(out, tmp_path):
     r.close()
     assert outputs(out) == outputs(ref)
     assert pq.read_table(out.join("a.parquet"), filesystem=out.fs).column("doc_id").to_pylist() == list(range(30))
+
+
+def test_the_local_folder_of_files_being_written_goes_when_the_run_ends(out):
+    """On an object store, files are written in a local temporary folder (``docscore-staging-<pid>-*``) and uploaded
+    whole; the run removes the folder when it ends, finished or not (a killed run's goes with the next run). It used
+    to stay in the temporary directory until the next run on the host."""
+    def mine() -> set:
+        return set(Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}{os.getpid()}-*"))
+
+    before = mine()  # earlier tests' "killed" committers keep theirs, as a killed process would
+    c = open_committer(out)
+    feed(c, plan("a.parquet", 30, checkpoint_rows=10), chunk=4)
+    feed(c, plan("b.parquet", 30, checkpoint_rows=10), chunk=4, stop_after_part=0)
+    c.write(rows(10, 3))  # a part in progress when the run ends
+    assert out.is_local or mine() - before
+    c.close()
+    assert mine() == before
+    assert storage.exists(out.fs, out.join("a.parquet")) and not storage.exists(out.fs, out.join("b.parquet"))
 
 
 def test_a_failed_shard_is_dropped_and_journaled_and_the_next_goes_on(out):

@@ -376,6 +376,11 @@ def test_a_slow_piece_holds_back_the_others_within_the_bound(ray_cluster, archiv
     calls = seen[0]
     assert calls.window == 3 and calls.peak_outstanding == 3
     assert calls.peak_ahead == 2  # the other actor ran ahead of the slow piece, up to the bound and no further
+    stats = summary.engine_stats  # the same counters, in the summary (and _docscore_summary.json)
+    assert stats == {"engine": "ray", "workers": 2, "pieces": calls.sent, "max_blocks_ahead": 3,
+                     "peak_outstanding": 3, "peak_ahead": 2}
+    assert calls.sent >= 100 // 8
+    assert json.loads((tmp_path / "ray" / "_docscore_summary.json").read_text())["engine_stats"] == stats
     monkeypatch.delenv("DOCSCORE_RAY_FAILPOINT")
     score_files([archive], bundle, tmp_path / "local", ray_opts)
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
