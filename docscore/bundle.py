@@ -116,9 +116,9 @@ def manifest_digest(manifest: dict) -> str:
 
 
 def _write_json(bundle_dir: Path, manifest: dict) -> None:
-    tmp = bundle_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, bundle_dir / MANIFEST_NAME)
+    from docscore.storage import write_bytes
+
+    write_bytes(None, Path(bundle_dir) / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=False) + "\n").encode())
 
 
 def write_manifest(bundle_dir: str | os.PathLike, manifest: dict) -> dict:

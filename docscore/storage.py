@@ -17,6 +17,7 @@ completed), and :func:`create_exclusive` is a conditional write (``If-None-Match
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -178,17 +179,27 @@ def read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
         return f.read()
 
 
-def write_bytes(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+def write_bytes(fs: pafs.FileSystem | None, path: str | os.PathLike, data: bytes, private_tmp: bool = False) -> None:
     """Replace a file whole: readers see the old or the new content, never a mix (a rename on a local disk, one PUT
-    on an object store)."""
+    on an object store). docscore's one atomic writer: run manifests, bundle manifests, reports, caches.
+
+    Args:
+        fs: ``None`` for the local disk.
+        private_tmp: on a local disk, write through a temporary name of this process's own (for files that several
+            processes may write at once, such as a cache); otherwise ``<path>.tmp``, which the next write replaces.
+    """
+    fs = fs or pafs.LocalFileSystem()
+    path = str(path)
     if isinstance(fs, pafs.LocalFileSystem):
-        tmp = path + ".tmp"
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp" if private_tmp else path + ".tmp"
         try:
             Path(tmp).parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
         except OSError as e:
+            if private_tmp:
+                Path(tmp).unlink(missing_ok=True)
             e.filename = e.filename or tmp
             raise
         return

@@ -17,6 +17,7 @@ import platform
 import time
 from pathlib import Path
 
+from docscore import storage
 from docscore.bundle import Bundle
 from docscore.errors import BundleError
 
@@ -134,10 +135,8 @@ def ranking(bundle: Bundle, device: str = "cpu", threads: int | None = None) -> 
             out["speed"] = measure(bundle, candidates, threads)
             out["source"] = "measured now on this CPU"
             try:
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"cpu": out["cpu"], "speed": out["speed"]}))
-                os.replace(tmp, cache)
+                storage.write_bytes(None, cache, json.dumps({"cpu": out["cpu"], "speed": out["speed"]}).encode(),
+                                    private_tmp=True)  # two runs may measure at once
             except OSError as e:
                 log.warning("cannot cache the variant choice in %s (%s); the next run measures again", cache, e)
     out["chosen"] = max(candidates, key=lambda n: out["speed"].get(n, 0.0))

@@ -71,7 +71,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROW_GROUP_ROWS = 65_536  # output rows per Parquet row group (the last one of a part holds the rest)
+ROW_GROUP_ROWS = 16_384  # output rows per Parquet row group (the last one of a part holds the rest); the rows
+# waiting for their row group are the writer's only buffer, so this bounds its memory with wide passthrough columns
 
 
 @dataclass(frozen=True)

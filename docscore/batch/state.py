@@ -51,7 +51,7 @@ SUCCESS = "_SUCCESS"
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict, fs: pafs.FileSystem | None = None) -> None:
-    storage.write_bytes(fs or pafs.LocalFileSystem(), str(path), (json.dumps(data, indent=2) + "\n").encode())
+    storage.write_bytes(fs, path, (json.dumps(data, indent=2) + "\n").encode())
 
 
 class RunState:

@@ -21,10 +21,9 @@ def new_run(kind: str, machine: dict, settings: dict) -> dict:
 
 
 def write_json(doc: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
+    from docscore.storage import write_bytes
+
+    write_bytes(None, path, (json.dumps(doc, indent=2) + "\n").encode())
     return path
 
 

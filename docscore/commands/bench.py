@@ -46,6 +46,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     thr.add_argument("--max-length", type=int, default=None,
                      help="tokens per document for every candidate, PyTorch included (default: the bundle's; "
                      "above it is refused)")
+    thr.add_argument("--repeats", type=int, default=1,
+                     help="measure every candidate this many times, round-robin (each time in a fresh process), "
+                     "and report each one's median run: on a shared, noisy machine the ratios then come from "
+                     "runs spread over the same minutes")
     thr.add_argument("--warmup-docs", type=int, default=None,
                      help="first documents each candidate runs once, untimed (full: 64, quick: 16)")
     thr.add_argument("--optimum-python", default=None,

@@ -61,9 +61,12 @@ def junit_xml(report: dict, error: str | None = None) -> ET.ElementTree:
 
 def write_junit_xml(report: dict, path: str | os.PathLike, error: str | None = None) -> Path:
     """Write the report atomically (a CI step reading a half-written file would see a broken suite)."""
+    import io
+
+    from docscore.storage import write_bytes
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    junit_xml(report, error).write(tmp, encoding="utf-8", xml_declaration=True)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    junit_xml(report, error).write(buf, encoding="utf-8", xml_declaration=True)
+    write_bytes(None, path, buf.getvalue())
     return path

@@ -77,6 +77,23 @@ def test_throughput_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):
     assert (tmp_path / "out" / "throughput.png").is_file()
 
 
+def test_throughput_repeats_round_robin_and_reports_each_candidates_median(bundle, tmp_path, capsys):
+    from docscore.bench.archive import make_archive
+
+    make_archive(tmp_path / "arch", rows=12, kind="mixed", shards=1)
+    rc = main(["bench", "throughput", str(tmp_path / "arch"), "--model", str(bundle), "--variants", "fp32",
+               "--threads", "1", "--warmup-docs", "2", "--repeats", "3", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "out" / "throughput.json").read_text())
+    assert doc["settings"]["repeats"] == 3
+    for r in doc["results"]:
+        rounds = r["rounds_docs_per_s"]
+        assert len(rounds) == 3 and r["docs_per_s"] == pytest.approx(sorted(rounds)[1], rel=0.01)  # the median
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("round 3/3") == len(doc["results"])
+    assert main(["bench", "throughput", "--model", str(bundle), "--repeats", "0", "--out", str(tmp_path)]) != 0
+
+
 def test_throughput_refuses_max_length_above_the_bundle(bundle, tmp_path):
     rc = main(["bench", "throughput", "--model", str(bundle), "--max-length", "65", "--rows", "4",
                "--out", str(tmp_path)])
