@@ -8,6 +8,8 @@ since on a small machine it competes with the scorer for the same cores, which a
 
 from __future__ import annotations
 
+import argparse
+
 import os
 import subprocess
 import sys
@@ -120,3 +122,14 @@ def outputs(tree: dict[str, bytes]) -> dict[str, bytes]:
     """The outputs of a tree: ``*.parquet`` files outside any ``_``-prefixed folder."""
     return {k: v for k, v in tree.items()
             if k.endswith(".parquet") and not any(part.startswith("_") for part in k.split("/"))}
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The benchmarks' ``--help``: the module docstring as written; each option's default where it has one and its
+    help names none."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text

@@ -48,19 +48,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import LocalS3, local_tree, outputs  # noqa: E402
+from _s3local import HelpFormatter as _Help, LocalS3, local_tree, outputs  # noqa: E402
 
 KEEP = {"_docscore_run.json", "_docscore_summary.json", "_SUCCESS", "_docscore_journal.jsonl"}
-
-
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written; each option's default where it has one and its help names none."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def main(argv=None) -> int:

@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import local_tree, outputs  # noqa: E402
+from _s3local import HelpFormatter as _Help, local_tree, outputs  # noqa: E402
 
 CHILD = r"""
 import json, sys, tempfile, time
@@ -84,16 +84,6 @@ else:
 out.update(rows=s.rows, ok=s.ok, variant=s.variant, peak_rss_mib=peak_rss_mib())
 print("RESULT " + json.dumps(out))
 """
-
-
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written; each option's default where it has one and its help names none."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
 
 
 def main(argv=None) -> int:

@@ -44,17 +44,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import LocalS3, local_tree, outputs  # noqa: E402
-
-
-class _Help(argparse.RawDescriptionHelpFormatter):
-    """The module docstring as written; each option's default where it has one and its help names none."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
-            text += " (default: %(default)s)"
-        return text
+from _s3local import HelpFormatter as _Help, LocalS3, local_tree, outputs  # noqa: E402
 
 
 def main(argv=None) -> int:
