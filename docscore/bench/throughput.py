@@ -201,9 +201,11 @@ def _measure_score(job: dict) -> dict:
     warm_in = scratch / f"warm-in-{job['variant']}"
     warm_in.mkdir(parents=True, exist_ok=True)
     pq.write_table(_warmup_table(job), warm_in / "warm.parquet")
-    score_files([str(warm_in)], bundle, scratch / f"warm-out-{job['variant']}", opts)
+    # fresh outputs every time: a finished output would be skipped (resume), and --repeats runs each job again
+    score_files([str(warm_in)], bundle, tempfile.mkdtemp(prefix=f"warm-out-{job['variant']}-", dir=scratch), opts)
+    out = tempfile.mkdtemp(prefix=f"score-{job['variant']}-", dir=scratch)
     t0 = time.perf_counter()
-    summary = score_files(job["inputs"], bundle, scratch / f"score-{job['variant']}", opts)
+    summary = score_files(job["inputs"], bundle, out, opts)
     seconds = time.perf_counter() - t0
     s = summary if isinstance(summary, dict) else summary.to_dict()
     return {"docs": s["rows"], "tokens": s["tokens"], "slots": s.get("slots"), "seconds": seconds,

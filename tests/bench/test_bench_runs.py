@@ -89,6 +89,7 @@ def test_throughput_repeats_round_robin_and_reports_each_candidates_median(bundl
     for r in doc["results"]:
         rounds = r["rounds_docs_per_s"]
         assert len(rounds) == 3 and r["docs_per_s"] == pytest.approx(sorted(rounds)[1], rel=0.01)  # the median
+        assert r["docs"] == 12 and min(rounds) > 0  # every round scores every row (no resume of an earlier round)
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("round 3/3") == len(doc["results"])
     assert main(["bench", "throughput", "--model", str(bundle), "--repeats", "0", "--out", str(tmp_path)]) != 0
