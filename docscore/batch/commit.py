@@ -336,7 +336,11 @@ class Staging:
 
     def remove_all(self) -> None:
         if _exists(self.fs, self.root):
-            self.fs.delete_dir(self.root)
+            try:
+                self.fs.delete_dir(self.root)
+            except FileNotFoundError:  # GCS: the contents are gone; the folder had no marker object of its own
+                if _exists(self.fs, self.root):
+                    raise
 
     def close(self) -> None:
         """Remove this process's local folder of files being written (object stores), however the run ended: a
