@@ -7,11 +7,16 @@ parameter is refused, so none ends up in logs, summaries or manifests.
 
 An S3-compatible store's endpoint comes from, in order: the URI's ``endpoint_override`` query parameter
 (``s3://bucket/x?endpoint_override=http://127.0.0.1:9000``), the ``--s3-endpoint`` option, or the standard
-``AWS_ENDPOINT_URL`` environment variable.
+``AWS_ENDPOINT_URL`` environment variable. A GCS endpoint from the URI's ``endpoint_override`` (and ``scheme``)
+query parameters or the standard ``STORAGE_EMULATOR_HOST`` (an emulator: anonymous, as Google's SDKs do). Azure
+Blob (``az://container/path``, ``abfs[s]://container/path``, ``abfs[s]://container@ACCOUNT.dfs.core.windows.net/path``):
+the account and its endpoint and key from the standard ``AZURE_STORAGE_CONNECTION_STRING``, else the account from
+the URI or ``AZURE_STORAGE_ACCOUNT_NAME`` with Azure's default credential chain.
 
 Object stores have no rename and no append: :func:`write_bytes` writes a whole object in one PUT (atomic),
 :func:`upload` copies a finished local file to its final key (a multipart upload becomes visible only when
-completed), and :func:`create_exclusive` is a conditional write (``If-None-Match: *``) where the store offers one.
+completed), and :func:`create_exclusive` is a conditional write (``If-None-Match: *`` on S3 and Azure Blob,
+``ifGenerationMatch=0`` on GCS), sent through the store's own SDK, since ``pyarrow.fs`` cannot send one.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import pyarrow.fs as pafs
 from docscore.errors import ConfigError
 
 _SECRET_KEYS = ("access_key", "secret_key", "session_token", "password", "secret", "token", "sas_token",
-                "account_key", "credential")
+                "account_key", "credential", "sig", "client_secret", "connection_string", "access_token")
+_AZURE = ("abfs", "abfss", "az")
 _S3_QUERY = ("endpoint_override", "region", "scheme")
 
 
@@ -80,7 +86,8 @@ def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
     scheme = parts.scheme.lower()
     query = dict(parse_qsl(parts.query))
     shown = f"{scheme}://{parts.hostname or ''}{parts.path}"
-    userinfo_secret = parts.password or (parts.username and scheme in ("s3", "s3a", "gs", "gcs", "abfs", "abfss"))
+    # on Azure the user part names the container (abfs://container@account...), never a credential
+    userinfo_secret = parts.password or (parts.username and scheme in ("s3", "s3a", "gs", "gcs"))
     if userinfo_secret or any(k.lower() in _SECRET_KEYS for k in query):
         raise ConfigError(f"{shown}: credentials are never taken from a URI; use the store's standard credential "
                           "chain (environment variables, config files, instance roles)")
@@ -89,6 +96,10 @@ def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
         return Location(pafs.LocalFileSystem(), path, path)
     if scheme in ("s3", "s3a"):
         return _s3(parts.netloc + parts.path, query, endpoint, f"s3://{parts.netloc}{parts.path}")
+    if scheme in _AZURE:
+        return _azure(parts, query, shown)
+    if scheme in ("gs", "gcs"):
+        text = text.replace(f"{parts.scheme}://", "gs://", 1)
     try:
         fs, path = pafs.FileSystem.from_uri(text)
     except ValueError as e:  # pyarrow's ArrowInvalid
@@ -97,7 +108,73 @@ def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
         fs, path = _fsspec(text, shown)
     except OSError as e:
         raise ConfigError(f"cannot open {shown}: {_one_line(e)}") from e
+    if isinstance(fs, pafs.GcsFileSystem) and "endpoint_override" not in query:
+        fs = _gcs_emulator(fs)
     return Location(fs, path.rstrip("/") or path, shown.rstrip("/") or shown)
+
+
+def _gcs_emulator(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """``fs`` pointed at ``STORAGE_EMULATOR_HOST`` when it is set (anonymous, as google-cloud-storage does)."""
+    host = os.environ.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
+    if not host:
+        return fs
+    scheme, _, authority = host.rpartition("://")
+    options = {**fs.__reduce__()[1][0], "anonymous": True, "endpoint_override": authority,
+               "scheme": scheme or "http", "access_token": None, "credential_token_expiration": None}
+    return pafs.GcsFileSystem(**{k: v for k, v in options.items() if v not in (None, "")})
+
+
+def _connection_string() -> dict:
+    raw = os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "")
+    return {k.strip().lower(): v.strip() for k, _, v in (kv.partition("=") for kv in raw.split(";")) if k.strip()}
+
+
+def _azure(parts, query: dict, shown: str) -> Location:
+    """An ``AzureFileSystem`` for ``az://container/path``, ``abfs[s]://container/path`` or
+    ``abfs[s]://container@ACCOUNT.dfs.core.windows.net/path`` (or ``.blob.``); credentials from
+    ``AZURE_STORAGE_CONNECTION_STRING`` or Azure's default chain, never from the URI."""
+    host = parts.hostname or ""
+    if parts.username:  # abfs://container@account.dfs.core.windows.net/path
+        container, account = parts.username, host.split(".", 1)[0]
+        suffix = host.split(".", 2)[2] if host.count(".") >= 2 else ""
+    elif "." not in host:  # az://container/path (adlfs's form)
+        container, account, suffix = host, None, ""
+    else:
+        raise ConfigError(f"{shown}: name an Azure Blob location as az://container/path or "
+                          "abfs://container@ACCOUNT.dfs.core.windows.net/path")
+    conn = _connection_string()
+    if account is None:
+        account = conn.get("accountname") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+    if not account or not container:
+        raise ConfigError(f"{shown}: which storage account? Name it in the URI "
+                          "(abfs://container@ACCOUNT.dfs.core.windows.net/path) or set AZURE_STORAGE_ACCOUNT_NAME "
+                          "or AZURE_STORAGE_CONNECTION_STRING")
+    kwargs: dict = {}
+    if conn.get("accountname") == account:
+        if conn.get("accountkey"):
+            kwargs["account_key"] = conn["accountkey"]
+        elif conn.get("sharedaccesssignature"):
+            kwargs["sas_token"] = conn["sharedaccesssignature"]
+        scheme = conn.get("defaultendpointsprotocol") or "https"
+        endpoint = conn.get("blobendpoint")
+        if endpoint:  # e.g. an emulator's http://127.0.0.1:10000/devstoreaccount1
+            ep = urlsplit(endpoint)
+            scheme, ep_host = ep.scheme or scheme, ep.netloc
+            authority = ep_host[len(account):] if ep_host.startswith(account + ".") else ep_host
+        else:
+            authority = ".blob." + (conn.get("endpointsuffix") or "core.windows.net")
+        kwargs.update(blob_storage_authority=authority, blob_storage_scheme=scheme,
+                      dfs_storage_authority=authority.replace(".blob.", ".dfs.", 1), dfs_storage_scheme=scheme)
+    elif suffix and suffix != "core.windows.net":
+        kwargs.update(blob_storage_authority=f".blob.{suffix}", dfs_storage_authority=f".dfs.{suffix}")
+    if query.get("enable_tls", "").lower() in ("false", "0"):
+        kwargs.update(blob_storage_scheme="http", dfs_storage_scheme="http")
+    try:
+        fs = pafs.AzureFileSystem(account, **kwargs)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"cannot open {shown}: {_one_line(e)}") from e
+    path = (container + parts.path).rstrip("/")
+    return Location(fs, path, f"{parts.scheme.lower()}://{path}")
 
 
 def _s3(path: str, query: dict, endpoint: str | None, shown: str) -> Location:
@@ -141,7 +218,8 @@ def explain(e: BaseException) -> str:
     """A store's error on one line, with a hint where the cause is usually the endpoint."""
     text = _one_line(e)
     if any(s in text for s in ("NETWORK_CONNECTION", "Could not connect", "Could not resolve host")):
-        text += "; check the endpoint (--s3-endpoint, the URI's endpoint_override or AWS_ENDPOINT_URL) and the network"
+        text += ("; check the endpoint (--s3-endpoint, the URI's endpoint_override, AWS_ENDPOINT_URL, "
+                 "STORAGE_EMULATOR_HOST or AZURE_STORAGE_CONNECTION_STRING) and the network")
     return text
 
 
@@ -237,8 +315,10 @@ def put_file(local_path: str, fs: pafs.FileSystem, path: str) -> None:
 def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
     """Create ``path`` with ``data`` unless it exists; False when it does. Atomic: of two writers, one wins.
 
-    A local disk uses ``O_CREAT | O_EXCL``; S3 a conditional PUT (``If-None-Match: *``, through boto3, since
-    ``pyarrow.fs`` cannot send it). Other stores raise :class:`ConfigError` (see README, "Object storage").
+    A local disk uses ``O_CREAT | O_EXCL``; object stores a conditional write through the store's SDK, since
+    ``pyarrow.fs`` cannot send one: S3 a PUT with ``If-None-Match: *`` (boto3), GCS an upload with
+    ``ifGenerationMatch=0`` (google-cloud-storage), Azure Blob a PUT with ``If-None-Match: *`` (azure-storage-blob).
+    Other stores (HDFS, fsspec's) raise :class:`ConfigError` (see README, "Object storage").
     """
     if isinstance(fs, pafs.LocalFileSystem):
         try:
@@ -251,10 +331,14 @@ def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
         finally:
             os.close(fd)
         return True
+    if isinstance(fs, pafs.GcsFileSystem):
+        return _gcs_create_exclusive(_options(fs), path, data)
+    if isinstance(fs, pafs.AzureFileSystem):
+        return _azure_create_exclusive(_options(fs), path, data)
     options = s3_options(fs)
     if options is None:
         raise ConfigError(f"{type(fs).__name__}: docscore's one-writer lock needs a conditional write "
-                          "(If-None-Match), which docscore implements for local disks and S3 only")
+                          "(If-None-Match), which docscore implements for local disks, S3, GCS and Azure Blob only")
     try:
         from botocore.exceptions import ClientError
     except ImportError as e:
@@ -269,6 +353,98 @@ def create_exclusive(fs: pafs.FileSystem, path: str, data: bytes) -> bool:
             return False
         raise OSError(f"cannot create s3://{path}: {code or _one_line(e)}") from e
     return True
+
+
+def _options(fs: pafs.FileSystem) -> dict:
+    return dict(fs.__reduce__()[1][0])
+
+
+def _gcs_create_exclusive(options: dict, path: str, data: bytes) -> bool:
+    try:
+        from google.api_core.exceptions import GoogleAPIError, PreconditionFailed
+    except ImportError as e:
+        raise ConfigError("the one-writer lock on GCS is a conditional upload (ifGenerationMatch=0), sent through "
+                          "google-cloud-storage: pip install 'docscore[gcs]'") from e
+    bucket, _, key = path.partition("/")
+    try:
+        _gcs_client(options).bucket(bucket).blob(key).upload_from_string(data, if_generation_match=0, timeout=30)
+    except PreconditionFailed:
+        return False
+    except GoogleAPIError as e:
+        raise OSError(f"cannot create gs://{path}: {_one_line(e)}") from e
+    return True
+
+
+def _gcs_client(options: dict):
+    """A google-cloud-storage client for the same endpoint as a pyarrow ``GcsFileSystem`` (anonymous where that
+    one is, else Google's default credential chain)."""
+    endpoint = options.get("endpoint_override") or None
+    if endpoint and "://" not in endpoint:
+        endpoint = f"{options.get('scheme') or 'https'}://{endpoint}"
+    key = ("gcs", endpoint, bool(options.get("anonymous")), options.get("project_id"))
+    if key not in _CLIENTS:
+        from google.cloud import storage as gcs
+
+        kwargs: dict = {"project": options.get("project_id") or None}
+        if endpoint:
+            kwargs["client_options"] = {"api_endpoint": endpoint}
+        if options.get("anonymous"):
+            from google.auth.credentials import AnonymousCredentials
+
+            kwargs.update(credentials=AnonymousCredentials(), project=kwargs["project"] or "<none>")
+        _CLIENTS[key] = gcs.Client(**kwargs)
+    return _CLIENTS[key]
+
+
+def _azure_create_exclusive(options: dict, path: str, data: bytes) -> bool:
+    try:
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
+    except ImportError as e:
+        raise ConfigError("the one-writer lock on Azure Blob is a conditional PUT (If-None-Match: *), sent through "
+                          "azure-storage-blob: pip install 'docscore[azure]'") from e
+    container, _, blob = path.partition("/")
+    try:
+        _azure_client(options).get_blob_client(container, blob).upload_blob(data, overwrite=False, timeout=30)
+    except ResourceExistsError:
+        return False
+    except HttpResponseError as e:
+        if e.status_code in (409, 412):
+            return False
+        raise OSError(f"cannot create {path} on Azure Blob: {e.error_code or e.status_code or e.reason}") from e
+    except AzureError as e:
+        raise OSError(f"cannot create {path} on Azure Blob: {_one_line(e).split(' Content:')[0]}") from e
+    return True
+
+
+def _azure_client(options: dict):
+    """An azure-storage-blob client for the same account, endpoint and credential as a pyarrow
+    ``AzureFileSystem``."""
+    account = options["account_name"]
+    authority = options.get("blob_storage_authority") or ".blob.core.windows.net"
+    scheme = options.get("blob_storage_scheme") or "https"
+    # an authority starting with "." follows the account (real Azure); else it is a host of its own (Azurite)
+    url = f"{scheme}://{account}{authority}" if authority.startswith(".") else f"{scheme}://{authority}/{account}"
+    key = ("azure", url, options.get("account_key"), options.get("sas_token"), options.get("client_id"))
+    if key not in _CLIENTS:
+        from azure.storage.blob import BlobServiceClient
+
+        if options.get("account_key"):
+            credential = {"account_name": account, "account_key": options["account_key"]}
+        elif options.get("sas_token"):
+            credential = options["sas_token"]
+        else:
+            try:
+                import azure.identity as identity
+            except ImportError as e:
+                raise ConfigError("without AZURE_STORAGE_CONNECTION_STRING, the lock on Azure Blob authenticates "
+                                  "through azure-identity: pip install 'docscore[azure]'") from e
+            if options.get("client_secret"):
+                credential = identity.ClientSecretCredential(options["tenant_id"], options["client_id"],
+                                                             options["client_secret"])
+            else:
+                credential = identity.DefaultAzureCredential()
+        _CLIENTS[key] = BlobServiceClient(url, credential=credential)
+    return _CLIENTS[key]
 
 
 def etag(fs: pafs.FileSystem, path: str) -> str | None:

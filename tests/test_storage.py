@@ -39,3 +39,61 @@ def test_exclusive_create_is_refused_on_a_store_without_a_conditional_write(tmp_
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     with pytest.raises(ConfigError, match="conditional write"):
         storage.create_exclusive(fs, "lock.json", b"")
+
+
+def test_gcs_emulator_from_the_standard_variable_is_anonymous(monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:4443")
+    loc = storage.resolve("gs://bucket/a/b/")
+    assert (loc.path, loc.uri) == ("bucket/a/b", "gs://bucket/a/b") and isinstance(loc.fs, pafs.GcsFileSystem)
+    options = storage._options(loc.fs)
+    assert (options["endpoint_override"], options["scheme"], options["anonymous"]) == ("127.0.0.1:4443", "http", True)
+    named = storage._options(storage.resolve("gcs://bucket/a?endpoint_override=127.0.0.1:9&scheme=http").fs)
+    assert (named["endpoint_override"], named["anonymous"]) == ("127.0.0.1:9", False)  # the URI's endpoint wins
+
+
+def test_azure_account_endpoint_and_key_from_the_connection_string_never_shown(monkeypatch):
+    key = "c2VjcmV0LWtleS1vZi10aGUtdGVzdA=="
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "DefaultEndpointsProtocol=http;AccountName=acct;"
+                       f"AccountKey={key};BlobEndpoint=http://127.0.0.1:10000/acct;")
+    for uri in ("az://cont/a/b/", "abfs://cont/a/b", "abfss://cont@acct.dfs.core.windows.net/a/b"):
+        loc = storage.resolve(uri)
+        assert loc.path == "cont/a/b" and loc.uri == f"{uri.split(':')[0]}://cont/a/b", uri
+        assert key not in repr(loc) + str(loc)
+        options = storage._options(loc.fs)
+        assert (options["account_name"], options["blob_storage_authority"], options["blob_storage_scheme"],
+                options["account_key"]) == ("acct", "127.0.0.1:10000", "http", key)
+    other = storage._options(storage.resolve("abfs://cont@other.dfs.core.windows.net/a").fs)
+    assert (other["account_name"], other["account_key"], other["blob_storage_authority"]) == \
+        ("other", "", ".blob.core.windows.net")  # another account: Azure's default credential chain
+
+
+def test_azure_without_an_account_is_a_one_line_error(monkeypatch):
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT_NAME", raising=False)
+    with pytest.raises(ConfigError, match="which storage account"):
+        storage.resolve("az://cont/a")
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "acct")
+    assert storage._options(storage.resolve("az://cont/a").fs)["account_name"] == "acct"
+
+
+@pytest.mark.parametrize("uri", ["az://cont/a?sv=2024&sig=abc", "gs://bucket/a?access_token=abc",
+                                 "gs://user:abc@bucket/a"])
+def test_gcs_and_azure_credentials_in_a_uri_are_refused(uri):
+    with pytest.raises(ConfigError, match="credentials are never taken from a URI") as e:
+        storage.resolve(uri)
+    assert "abc" not in str(e.value)
+
+
+@pytest.mark.parametrize("store,module,extra", [("gs://bucket/x?endpoint_override=127.0.0.1:9&scheme=http",
+                                                  "google.api_core.exceptions", "gcs"),
+                                                 ("abfs://cont@acct.dfs.core.windows.net/x", "azure.core.exceptions",
+                                                  "azure")])
+def test_the_lock_on_gcs_and_azure_without_the_sdk_says_what_to_install(store, module, extra, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # as if not installed
+    loc = storage.resolve(store)
+    with pytest.raises(ConfigError, match=rf"pip install 'docscore\[{extra}\]'"):
+        storage.create_exclusive(loc.fs, loc.join("lock.json"), b"")
+

@@ -71,6 +71,16 @@ def _exists(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type != pafs.FileType.NotFound
 
 
+def _delete_dir(fs: pafs.FileSystem, path: str) -> None:
+    """Remove a folder and its contents. On GCS pyarrow deletes the contents, then fails (404) on a folder that had
+    no marker object of its own (one that exists only as the prefix of its files): it is gone all the same."""
+    try:
+        fs.delete_dir(path)
+    except FileNotFoundError:
+        if _exists(fs, path):
+            raise
+
+
 # --- the writer lock ------------------------------------------------------------------------------------------
 
 
@@ -302,7 +312,7 @@ class Staging:
 
     def discard(self, rel: str) -> None:
         if _exists(self.fs, self.shard_dir(rel)):
-            self.fs.delete_dir(self.shard_dir(rel))
+            _delete_dir(self.fs, self.shard_dir(rel))
 
     def clean(self, keep: set[str]) -> list[str]:
         """Remove what killed runs left: in-progress files, the staging of shards not in ``keep`` (the unfinished
@@ -318,11 +328,11 @@ class Staging:
                 if info.type == pafs.FileType.Directory and info.path.endswith(PARTS_SUFFIX):
                     rel = info.path[len(self.root) + 1:-len(PARTS_SUFFIX)]
                     if rel not in keep and _exists(self.fs, info.path):
-                        self.fs.delete_dir(info.path)
+                        _delete_dir(self.fs, info.path)
                         removed.append(info.path)
         legacy = _join(self.out, LEGACY_PARTS_DIR)
         if _exists(self.fs, legacy):
-            self.fs.delete_dir(legacy)
+            _delete_dir(self.fs, legacy)
             removed.append(legacy)
         for info in self.fs.get_file_info(pafs.FileSelector(self.out, recursive=True, allow_not_found=True)):
             if info.type == pafs.FileType.File and info.path.endswith(".parquet.tmp"):
@@ -336,7 +346,7 @@ class Staging:
 
     def remove_all(self) -> None:
         if _exists(self.fs, self.root):
-            self.fs.delete_dir(self.root)
+            _delete_dir(self.fs, self.root)
 
     def close(self) -> None:
         """Remove this process's local folder of files being written (object stores), however the run ended: a

@@ -40,3 +40,4 @@ def archive(tmp_path) -> Path:
 
 
 from s3server import s3  # noqa: E402,F401 - the local S3 endpoint fixture
+from emulators import azure, gcs  # noqa: E402,F401 - the local GCS and Azure Blob emulator fixtures

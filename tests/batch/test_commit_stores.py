@@ -1,28 +1,43 @@
-"""The commit layer on a local directory and on S3 (a local endpoint): the same lock, staging, journal and change
-detection, through ``pyarrow.fs``."""
+"""The commit layer on a local directory, S3, GCS and Azure Blob (local emulators the tests start): the same lock,
+staging, journal and change detection, through ``pyarrow.fs``; the lock's exclusive create through each store's
+SDK."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from batch_data import make_table
+from emulators import AZURITE_KEY
+from s3server import CREDENTIALS
 
 from docscore import storage
 from docscore.batch.commit import Staging, WriterLock, detect_change, stat_fingerprint
 from docscore.batch.state import RunState
 from docscore.errors import LockHeldError
 
+SECRETS = (AZURITE_KEY, CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"])
+STORES = ["local", "s3", "gcs", "azure"]
 
-@pytest.fixture(params=["local", "s3"])
+
+@pytest.fixture(params=STORES)
 def out(request, tmp_path):
-    """An empty output location on each store."""
+    """An empty output location on each store (GCS by ``STORAGE_EMULATOR_HOST``, Azure by
+    ``AZURE_STORAGE_CONNECTION_STRING``: the standard variables, set by the emulator fixtures)."""
     if request.param == "local":
         return storage.resolve(tmp_path / "out")
-    s3 = request.getfixturevalue("s3")
-    return storage.resolve(f"s3://{s3.bucket()}/out", s3.endpoint)
+    if request.param == "s3":
+        s3 = request.getfixturevalue("s3")
+        return storage.resolve(f"s3://{s3.bucket()}/out", s3.endpoint)
+    if request.param == "gcs":
+        return storage.resolve(f"gs://{request.getfixturevalue('gcs').bucket()}/out")
+    return storage.resolve(f"az://{request.getfixturevalue('azure').container()}/out")
 
 
 def test_second_writer_is_refused_and_the_lock_is_free_after_release(out):
@@ -32,6 +47,66 @@ def test_second_writer_is_refused_and_the_lock_is_free_after_release(out):
     assert not storage.exists(out.fs, out.join("_docscore/lock.json"))
     with WriterLock(out.path, out.fs):
         pass
+
+
+RACER = """
+import json, os, sys
+from docscore import storage
+from docscore.batch.commit import WriterLock
+from docscore.errors import LockHeldError
+
+out = storage.resolve(sys.argv[1])
+out.fs.create_dir(out.path, recursive=True)
+storage.create_exclusive(out.fs, out.join(f"warm-{os.getpid()}"), b"")  # the SDK's client and connection, ready
+print("ready", flush=True)
+sys.stdin.readline()  # go
+try:
+    lock = WriterLock(out.path, out.fs, name=out.uri).acquire()
+except LockHeldError as e:
+    print(json.dumps({"refused": str(e)}), flush=True)
+    sys.exit(0)
+print(json.dumps({"won": os.getpid()}), flush=True)
+sys.stdin.readline()  # release
+lock.release()
+"""
+
+
+def test_two_writers_race_for_the_lock_and_exactly_one_wins(out, request):
+    """Two processes, each ready with its client, told to go at once: one holds the lock, the other is refused
+    with a message naming the holder (and no credential); once released, the lock is taken again."""
+    import docscore
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(docscore.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    if out.uri.startswith("s3://"):
+        env["AWS_ENDPOINT_URL"] = request.getfixturevalue("s3").endpoint
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, out.uri], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env=env) for _ in range(2)]
+    try:
+        for racer in racers:
+            assert racer.stdout.readline().strip() == "ready"
+        for racer in racers:
+            racer.stdin.write("go\n")
+        for racer in racers:
+            racer.stdin.flush()
+        results = [json.loads(racer.stdout.readline()) for racer in racers]
+        winners = [r["won"] for r in results if "won" in r]
+        refusals = [r["refused"] for r in results if "refused" in r]
+        assert len(winners) == 1 and len(refusals) == 1, results
+        assert f"another docscore run is writing {out.uri} (pid {winners[0]} on {socket.gethostname()}" in refusals[0]
+        for secret in SECRETS:
+            assert secret not in refusals[0]
+        with pytest.raises(LockHeldError, match=f"pid {winners[0]} "):
+            WriterLock(out.path, out.fs, name=out.uri).acquire()
+    finally:
+        for racer in racers:
+            if racer.poll() is None:
+                racer.stdin.write("release\n")
+                racer.stdin.close()
+            assert racer.wait(timeout=60) == 0
+    assert not storage.exists(out.fs, out.join("_docscore/lock.json"))
+    with WriterLock(out.path, out.fs, name=out.uri) as lock:
+        assert lock.holder().pid == os.getpid()
 
 
 def test_stale_lock_of_another_host_is_taken_over(out):
