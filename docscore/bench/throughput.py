@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 TORCH_BATCH = 32  # the plain loop's fixed batch size, as a user would write it
 WARMUP_DOCS = 64  # documents every candidate runs once, untimed, before it is timed
 # Runtime peers: not bundle variants (never gated, never a default), the same file run by another runtime.
+OPTIMUM_INT8 = "int8-dynamic-avx512_vnni"  # Optimum's own CPU int8 (its AutoQuantizationConfig.avx512_vnni)
 PEERS = {"fp32-openvino": ("fp32", {"runtime": "openvino", "precision": "f32"})}
 
 
@@ -304,8 +305,27 @@ def _measure_optimum(job: dict) -> dict:
     options = ort.SessionOptions()
     if job["threads"]:
         options.intra_op_num_threads = job["threads"]
+    # Optimum loads a model folder with a config.json (it infers the library from it): the bundle's model.onnx
+    # (and its external data, if any) linked into a folder of its own
+    file_name = bundle.variants["fp32"]["file"]
+    model_dir = Path(job["scratch"]) / "optimum-fp32"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for src in Path(bundle.path).glob(file_name + "*"):
+        if not (model_dir / src.name).exists():
+            (model_dir / src.name).symlink_to(src.resolve())
+    (model_dir / "config.json").write_text("{}")
+    if job["variant"] == OPTIMUM_INT8:  # what an Optimum user ships for CPU: its own dynamic int8 of model.onnx
+        from optimum.onnxruntime import ORTQuantizer
+        from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+        qdir = Path(job["scratch"]) / "optimum-int8"
+        config = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True)
+        ORTQuantizer.from_pretrained(str(model_dir), file_name=file_name).quantize(
+            save_dir=str(qdir), quantization_config=config)
+        (qdir / "config.json").write_text("{}")
+        model_dir, file_name = qdir, next(p.name for p in qdir.glob("*.onnx"))
     model = ORTModelForCustomTasks.from_pretrained(
-        str(bundle.path), file_name=bundle.variants["fp32"]["file"], config=PretrainedConfig(),
+        str(model_dir), file_name=file_name, config=PretrainedConfig(),
         provider="CPUExecutionProvider", session_options=options)
     tok = bundle.tokenizer(truncate=False)
     tok.enable_truncation(job["max_length"])
@@ -379,7 +399,7 @@ def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list, native_bf16: b
             jobs.append(("model-only", peer))
     if opts.device == "cpu" and "fp32" in bundle.variants:
         if optimum_available(opts.optimum_python):
-            jobs.append(("optimum-loop", "fp32"))
+            jobs += [("optimum-loop", "fp32"), ("optimum-loop", OPTIMUM_INT8)]
         else:
             skipped.append({"pipeline": "optimum-loop", "variant": "fp32",
                             "why": f"optimum.onnxruntime not importable by {opts.optimum_python or sys.executable}; "
@@ -456,7 +476,7 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
         r = dict(runs[(len(runs) - 1) // 2], rounds_docs_per_s=[round(x["docs"] / x["seconds"], 2)
                                                                 for x in rounds[(pipeline, variant)]])
         if pipeline in ("pytorch-loop", "optimum-loop"):
-            precision = "bf16" if variant == "bf16-autocast" else "fp32"
+            precision = {"bf16-autocast": "bf16", OPTIMUM_INT8: "int8"}.get(variant, "fp32")
         else:
             precision = variant_precision(variant, runnable.variants[variant])
         row = _row(job, r, machine, flops_per_token, opts.threads, precision)
