@@ -15,7 +15,7 @@ grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && BF16="--bf16"
 [ -d "$B" ] || $DS export-onnx "$CKPT" --output "$B" --optimize --quantize int8 --quantize int8-dynamic \
     --allow-batch-dependent $BF16 --max-length 256
 $DS bench latency --model "$B" --checkpoint "$CKPT" --batches 1,8,32 --seqs 32,128,256 --out "$RES"
-$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 1000 ${OPTIMUM_PY:+--optimum-python "$OPTIMUM_PY"} --out "$RES/long"
+$DS bench throughput --model "$B" --checkpoint "$CKPT" --generate long --rows 600 --repeats 3 ${OPTIMUM_PY:+--optimum-python "$OPTIMUM_PY"} --out "$RES/long"
 $DS bench throughput --model "$B" --checkpoint "$CKPT" --generate mixed --rows 2000 --out "$RES/mixed"
 $DS bench throughput samples/archive --model "$B" --checkpoint "$CKPT" --out "$RES/samples"
 $DS bench choose --model "$B" > "$RES/choose.txt"

@@ -31,6 +31,28 @@ def test_static_int8_and_fp32_are_bit_identical_under_every_layout(tiny_bundle_f
         assert set(inv["layouts"]) >= {"budget_256", "budget_8192", "rows_3_window_7", "budget_8192_threads_1"}
 
 
+def test_openvino_splits_a_batch_across_streams_with_the_same_bits(tiny_bundle_factory):
+    """The OpenVINO engine runs a batch as one slice per stream, at once; every row's logits equal the one-stream
+    run's and the row's own, alone (odd row counts leave slices of unequal size)."""
+    import numpy as np
+
+    from docscore.runtime_openvino import OpenVINOEngine
+
+    bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "int8")))
+    path = bundle.variant_path("int8")
+    precision = bundle.variants["int8"]["precision"]
+    one, two = (OpenVINOEngine(path, precision, threads=2, streams=n) for n in (1, 2))
+    assert (one.streams, two.streams) == (1, 2) and OpenVINOEngine(path, precision, threads=1).streams == 1
+    rng = np.random.default_rng(0)
+    for rows in (1, 2, 5, 16):
+        ids = rng.integers(5, 90, size=(rows, 24))
+        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        split = two.run(feed)
+        assert split.shape[0] == rows and np.array_equal(split, one.run(feed)), rows
+        alone = np.concatenate([one.run({k: v[i:i + 1] for k, v in feed.items()}) for i in range(rows)])
+        assert np.array_equal(split, alone), rows
+
+
 def test_dynamic_int8_is_refused_as_batch_dependent(tiny_checkpoint_factory, tmp_path):
     out = tmp_path / "b"
     with pytest.raises(ParityError, match="int8-dynamic: scores depend on batching") as err:
