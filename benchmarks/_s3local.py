@@ -9,6 +9,7 @@ since on a small machine it competes with the scorer for the same cores, which a
 from __future__ import annotations
 
 import argparse
+import json
 
 import os
 import subprocess
@@ -133,3 +134,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def add_archive_args(ap: argparse.ArgumentParser, rows: int, shards: int) -> None:
+    """The generated archive's options, the same in every storage benchmark."""
+    ap.add_argument("--rows", type=int, default=rows, help="documents in the generated archive")
+    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
+                    help="mixed: mostly short snippets with some long documents; long: whole documentation files")
+    ap.add_argument("--shards", type=int, default=shards, help="input files")
+    ap.add_argument("--row-group-size", type=int, default=1000, help="rows per row group of the input files")
+
+
+def emit_json(result: dict, out: str | None) -> None:
+    """The result as JSON: to ``out`` when given, else on stdout."""
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    else:
+        print(text)

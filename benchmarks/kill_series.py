@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import random
 import shutil
@@ -48,7 +47,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import HelpFormatter as _Help, LocalS3, local_tree, outputs  # noqa: E402
+from _s3local import HelpFormatter as _Help, emit_json, LocalS3, local_tree, outputs  # noqa: E402
 
 KEEP = {"_docscore_run.json", "_docscore_summary.json", "_SUCCESS", "_docscore_journal.jsonl"}
 
@@ -193,11 +192,7 @@ def main(argv=None) -> int:
         "all_identical_and_clean": len(good) == len(trials),
         "machine": machine_info(),
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    emit_json(result, args.out)
     tot = result["total"]
     print(f"{args.store}: {tot['identical']}/{tot['trials']} trials byte-identical to the reference "
           f"({tot['killed']} killed mid-run, {tot['killed_with_staged_parts']} with committed parts staged, "

@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import HelpFormatter as _Help, local_tree, outputs  # noqa: E402
+from _s3local import HelpFormatter as _Help, add_archive_args, emit_json, local_tree, outputs  # noqa: E402
 
 CHILD = r"""
 import json, sys, tempfile, time
@@ -89,11 +89,7 @@ print("RESULT " + json.dumps(out))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
-    ap.add_argument("--rows", type=int, default=3000, help="documents in the generated archive")
-    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
-                    help="mixed: mostly short snippets with some long documents; long: whole documentation files")
-    ap.add_argument("--shards", type=int, default=2, help="input files")
-    ap.add_argument("--row-group-size", type=int, default=1000, help="rows per row group of the input files")
+    add_archive_args(ap, rows=3000, shards=2)
     ap.add_argument("--slow-seconds", type=float, default=20.0, help="how long the slow piece sleeps")
     ap.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray instance")
     ap.add_argument("--workers", type=int, default=None, help="scoring actors (default: the engine's)")
@@ -162,11 +158,7 @@ def main(argv=None) -> int:
         "identical_to_local": identical,
         "machine": machine_info(),
     }
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    emit_json(result, args.out)
     st = slow.get("engine_stats") or {}
     print(f"slow piece ({args.slow_seconds:g} s, fired: {'yes' if slow_fired else 'NO'}): wall "
           f"{normal['wall_s']:.1f} → {slow['wall_s']:.1f} s, driver peak RSS {normal['peak_rss_mib']:.0f} → "

@@ -33,7 +33,6 @@ stderr. Exit 0 when the outputs are identical, 1 when they differ.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -44,17 +43,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import HelpFormatter as _Help, LocalS3, local_tree, outputs  # noqa: E402
+from _s3local import HelpFormatter as _Help, add_archive_args, emit_json, LocalS3, local_tree, outputs  # noqa: E402
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     ap.add_argument("--model", required=True, metavar="BUNDLE", help="bundle directory (local)")
-    ap.add_argument("--rows", type=int, default=3000, help="documents in the generated archive")
-    ap.add_argument("--kind", default="mixed", choices=["mixed", "long"],
-                    help="mixed: mostly short snippets with some long documents; long: whole documentation files")
-    ap.add_argument("--shards", type=int, default=4, help="input files")
-    ap.add_argument("--row-group-size", type=int, default=1000, help="rows per row group of the input files")
+    add_archive_args(ap, rows=3000, shards=4)
     ap.add_argument("--repeats", type=int, default=3, help="rounds; each scores the archive once per candidate")
     ap.add_argument("--bundle-on-s3", action="store_true",
                     help="add a third candidate that also reads the bundle from the S3 endpoint")
@@ -156,11 +151,7 @@ def main(argv=None) -> int:
         if name != "local":
             ratios = [b["docs_per_s"] / a["docs_per_s"] for a, b in zip(runs["local"], runs[name])]
             result[f"{name.replace('-', '_')}_over_local_docs_per_s"] = round(statistics.median(ratios), 3)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    else:
-        print(text)
+    emit_json(result, args.out)
     ratio = result["s3_over_local_docs_per_s"]
     print(f"{rows} {args.kind} rows, {args.repeats} round(s): local {med('local', 'docs_per_s')} docs/s, s3 "
           f"{med('s3', 'docs_per_s')} docs/s (s3/local {ratio:.3f}, median of rounds); outputs byte-identical: "
