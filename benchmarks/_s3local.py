@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "batch"))
+from s3server import S3  # noqa: E402 - the tests' client helpers (upload, keys, get), shared
+
 # Fake credentials only; the config files are pointed away so that no real profile is read.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDOCSCOREBENCH", "AWS_SECRET_ACCESS_KEY": "docscore-bench-secret-key",
                "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
@@ -41,7 +44,7 @@ def use_fake_credentials() -> None:
         os.environ.pop(k, None)
 
 
-class LocalS3:
+class LocalS3(S3):
     """Start with ``with LocalS3() as s3:``; ``s3.endpoint`` is ``http://127.0.0.1:PORT``."""
 
     def __init__(self):
@@ -57,9 +60,7 @@ class LocalS3:
             self.proc.kill()
             raise SystemExit("the local moto S3 server did not start")
         self.endpoint = f"http://127.0.0.1:{port}"
-        import boto3
-
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        super().__init__(self.endpoint)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -90,22 +91,9 @@ class LocalS3:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def bucket(self, name: str) -> str:
+    def bucket(self, name: str) -> str:  # a named bucket (the tests' helper picks a fresh name)
         self.client.create_bucket(Bucket=name)
         return name
-
-    def upload(self, local: Path, bucket: str, prefix: str) -> str:
-        """Every file below ``local`` to ``s3://bucket/prefix/<relative path>``; returns that URI."""
-        for path in sorted(p for p in Path(local).rglob("*") if p.is_file()):
-            self.client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(local).as_posix()}")
-        return f"s3://{bucket}/{prefix}"
-
-    def keys(self, bucket: str, prefix: str = "") -> list[str]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     def tree(self, bucket: str, prefix: str) -> dict[str, bytes]:
         """Every object below ``prefix/`` (folder markers excluded), by its key relative to the prefix."""

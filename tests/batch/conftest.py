@@ -39,5 +39,15 @@ def archive(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture
+def store_archive(tmp_path) -> Path:
+    """The object-storage tests' archive: two shards, one in a hive folder with several row groups, 30 + 25 rows."""
+    root = tmp_path / "archive"
+    (root / "year=2024").mkdir(parents=True)
+    pq.write_table(make_table(30, seed=1, start_id=0), root / "a.parquet")
+    pq.write_table(make_table(25, seed=2, start_id=100), root / "year=2024" / "b.parquet", row_group_size=10)
+    return root
+
+
 from s3server import s3  # noqa: E402,F401 - the local S3 endpoint fixture
 from emulators import azure, gcs  # noqa: E402,F401 - the local GCS and Azure Blob emulator fixtures

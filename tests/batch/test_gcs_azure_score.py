@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import pytest
-from batch_data import make_table
 from emulators import AZURITE_KEY
 
 from docscore import storage
@@ -27,12 +25,8 @@ FLAGS = ["--id-column", "doc_id", "--threads", "1", "--sort-window", "16", "--to
 
 
 @pytest.fixture
-def archive(tmp_path) -> Path:
-    root = tmp_path / "archive"
-    (root / "year=2024").mkdir(parents=True)
-    pq.write_table(make_table(30, seed=1, start_id=0), root / "a.parquet")
-    pq.write_table(make_table(25, seed=2, start_id=100), root / "year=2024" / "b.parquet", row_group_size=10)
-    return root
+def archive(store_archive) -> Path:
+    return store_archive
 
 
 @pytest.fixture(params=["gcs", "azure"])

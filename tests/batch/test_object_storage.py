@@ -11,9 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
-from batch_data import make_table
 from s3server import CREDENTIALS
 
 from docscore.cli import main
@@ -25,12 +23,8 @@ SECRETS = (CREDENTIALS["AWS_ACCESS_KEY_ID"], CREDENTIALS["AWS_SECRET_ACCESS_KEY"
 
 
 @pytest.fixture
-def archive(tmp_path) -> Path:
-    root = tmp_path / "archive"
-    (root / "year=2024").mkdir(parents=True)
-    pq.write_table(make_table(30, seed=1, start_id=0), root / "a.parquet")
-    pq.write_table(make_table(25, seed=2, start_id=100), root / "year=2024" / "b.parquet", row_group_size=10)
-    return root
+def archive(store_archive) -> Path:
+    return store_archive
 
 
 @pytest.fixture
