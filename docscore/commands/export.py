@@ -48,6 +48,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    "sample of the archives the bundle will score keeps int8 closest to fp32. Recorded with its "
                    "sha256 and row count in the manifest")
     p.add_argument("--calibration-rows", type=int, default=300, help="at most this many calibration texts")
+    p.add_argument("--smooth-quant", default="auto", metavar="auto|off|ALPHA",
+                   help="SmoothQuant for --quantize int8: auto (default) builds it with SmoothQuant off and at "
+                   "NNCF's transformer default (alpha 0.95) and keeps the one closer to fp32 on the calibration "
+                   "texts (both errors in the manifest); off; or an alpha in (0, 1]")
     p.add_argument("--text-column", default="text", help="text column of --verify-data and --calibration-data")
     p.add_argument("--verify-rows", type=int, default=1000, help="at most this many texts in the gate")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT.FIELD=VALUE",
@@ -72,6 +76,7 @@ def _options(args):
         output=args.output, opset=args.opset, exporter=args.exporter, attention=args.attention,
         optimize=args.optimize, quantize=args.quantize, fp16=args.fp16, verify_data=args.verify_data,
         calibration_data=args.calibration_data, calibration_rows=args.calibration_rows,
+        smooth_quant=args.smooth_quant,
         text_column=args.text_column, verify_rows=args.verify_rows,
         tolerances=parse_tolerance_overrides(args.tolerance), max_length=args.max_length,
         external_data=args.external_data, threads=args.threads, bf16=args.bf16,

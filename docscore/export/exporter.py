@@ -253,8 +253,9 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
                      for e in bundle_tok.encode_batch(calib_texts)]
             calibration = {"source": calib_source, "rows": len(calib_texts),
                            "sha256": sha256_file(calib_source) if Path(calib_source).is_file() else None}
-            files, info = variants.quantize_int8_static(fp32_path, tmp / variants.FILE_NAMES["int8"], feeds,
-                                                        calibration=calibration)
+            files, info = variants.quantize_int8_static(
+                fp32_path, tmp / variants.FILE_NAMES["int8"], feeds, calibration=calibration,
+                smooth_quant=options.smooth_quant, precision=variants.runtime_of("int8", native_bf16)["precision"])
             timings["quantize_int8_s"] = round(time.perf_counter() - t, 3)
             gate("int8", files, **info)
         if "int8-dynamic" in options.quantize and not failed:

@@ -13,6 +13,20 @@ from docscore.errors import ConfigError
 EXPORTERS = ("legacy", "dynamo")
 ATTENTIONS = ("eager", "sdpa")
 QUANTIZE_MODES = ("int8", "int8-dynamic")
+
+
+def parse_smooth_quant(value) -> str:
+    """``auto``, ``off`` or an alpha in (0, 1] (returned as its canonical string)."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    try:
+        alpha = float(text)
+    except ValueError:
+        alpha = None
+    if alpha is None or not 0 < alpha <= 1:
+        raise ConfigError(f"smooth_quant must be 'auto', 'off' or an alpha in (0, 1], got {value!r}")
+    return repr(alpha)
 VARIANTS = ("fp32", "optimized", "bf16", "int8", "int8-dynamic", "fp16")
 
 # The tested default opset per exporter. The dynamo exporter emits opset 18 natively (lower is a version
@@ -119,6 +133,9 @@ class ExportOptions:
         calibration_data: Parquet/CSV whose ``text_column`` calibrates the static int8 variant instead of the
             verify data: a sample of the archives it will score (measured on long documents: max |Δscore| vs fp32
             0.044 calibrated on such text, 0.125 on short support-inbox texts). Its sha256 and rows are recorded.
+        smooth_quant: SmoothQuant for the static int8 variant: ``"auto"`` (default) quantises with it off and
+            with NNCF's transformer default (alpha 0.95) and keeps the one whose logits on the calibration texts
+            are closer to fp32 (mean |Δlogit|; both errors recorded); ``"off"``; or an alpha in (0, 1].
         fp16: add the ``fp16`` variant for CUDA. It is verified only where a CUDA execution provider exists;
             otherwise it is kept with ``verified: false`` and a note, never claimed verified.
         verify_data: Parquet/CSV whose ``text_column`` feeds the parity gate; default ``samples/eval.csv``.
@@ -147,6 +164,7 @@ class ExportOptions:
     invariance_rows: int = 200
     calibration_rows: int = 300
     calibration_data: Path | None = None
+    smooth_quant: str = "auto"
     verify_data: Path | None = None
     text_column: str = "text"
     verify_rows: int = 1000
@@ -167,6 +185,7 @@ class ExportOptions:
                 raise ConfigError("--calibration-data calibrates the static int8 variant: add --quantize int8")
             if not self.calibration_data.is_file():
                 raise ConfigError(f"--calibration-data {self.calibration_data}: no such file")
+        self.smooth_quant = parse_smooth_quant(self.smooth_quant)
         if self.calibration_rows < 1:
             raise ConfigError(f"calibration_rows must be positive, got {self.calibration_rows}")
         if self.exporter not in EXPORTERS:

@@ -13,7 +13,7 @@ import pytest
 from docscore.batch import ScoreOptions, Scorer
 from docscore.batch.choose import ranking
 from docscore.bundle import load_bundle
-from docscore.errors import ParityError
+from docscore.errors import ConfigError, ParityError
 from docscore.export import ExportOptions, export_bundle
 
 LOOSE = {"int8": {"min_label_agreement": 0.9}, "int8-dynamic": {"min_label_agreement": 0.85}}
@@ -123,7 +123,7 @@ def test_bf16_is_exported_behind_the_gate_and_bit_identical_where_the_cpu_has_it
 
 
 def test_int8_calibrates_on_the_calibration_data_and_records_it(tiny_checkpoint_factory, tmp_path):
-    from docscore.errors import ConfigError, InputDataError
+    from docscore.errors import InputDataError
     from docscore.bundle import sha256_file
 
     calib = tmp_path / "calib.parquet"
@@ -142,3 +142,34 @@ def test_int8_calibrates_on_the_calibration_data_and_records_it(tiny_checkpoint_
                                             tolerances=LOOSE))
     q = load_bundle(out).variants["int8"]["quantization"]
     assert q["calibration"] == {"source": str(calib), "rows": 25, "sha256": sha256_file(calib)}
+    # SmoothQuant "auto": both candidates built and measured on the calibration texts, the closer one kept
+    sq = q["smooth_quant"]
+    errors = {k: v["mean_abs_logit_diff"] for k, v in sq["candidates"].items()}
+    assert sq["requested"] == "auto" and set(errors) == {"off", "0.95"} and all(v >= 0 for v in errors.values())
+    assert sq["alpha"] == (None if errors["off"] <= errors["0.95"] else 0.95)
+
+
+@pytest.mark.parametrize("requested,alpha", [("off", None), ("0.5", 0.5)])
+def test_a_fixed_smooth_quant_builds_one_candidate(tiny_bundle_factory, tmp_path, requested, alpha):
+    from tokenizers import Tokenizer
+
+    from docscore.export import variants
+    from docscore.export.options import parse_smooth_quant
+    from docscore.runtime import encodings_to_feed
+
+    bundle = load_bundle(tiny_bundle_factory(variants=("fp32",)))
+    tok = Tokenizer.from_file(str(bundle.path / "tokenizer.json"))
+    feeds = [encodings_to_feed([e], bundle.spec.input_names, 0) for e in tok.encode_batch([f"a calibration text number {i} about parcels" * (1 + i % 3) for i in range(8)])]
+    files, info = variants.quantize_int8_static(bundle.variant_path("fp32"), tmp_path / "m.xml", feeds,
+                                                calibration={"rows": 8}, smooth_quant=parse_smooth_quant(requested))
+    assert info["quantization"]["smooth_quant"] == {"requested": requested, "alpha": alpha}
+    assert all((tmp_path / f).is_file() for f in files)
+
+
+def test_smooth_quant_option_is_checked():
+    from docscore.export.options import parse_smooth_quant
+
+    assert [parse_smooth_quant(v) for v in ("auto", "OFF", "1", 0.25)] == ["auto", "off", "1.0", "0.25"]
+    for bad in ("0", "1.5", "-1", "on", ""):
+        with pytest.raises(ConfigError, match="smooth_quant"):
+            parse_smooth_quant(bad)
