@@ -56,19 +56,23 @@ def real_documents(limit: int = 5000) -> list[str]:
 
 
 def make_archive(out_dir: str | Path, rows: int, kind: str = "long", shards: int = 4, seed: int = 0,
-                 row_group_size: int = 1000) -> list[Path]:
-    """Write ``rows`` documents in ``shards`` Parquet files with columns ``doc_id``, ``text``."""
+                 row_group_size: int = 1000, skip: int = 0) -> list[Path]:
+    """Write ``rows`` documents in ``shards`` Parquet files with columns ``doc_id``, ``text``.
+
+    ``skip``: start at the ``skip``-th documentation file, so ``make_archive(d, 300, skip=600)`` holds other files
+    than ``make_archive(d, 600)`` (a calibration sample disjoint from a benchmark archive)."""
     if kind not in ("long", "mixed"):
         raise ValueError("kind must be 'long' or 'mixed'")
     rng = random.Random(seed)
     docs = real_documents()
     texts: list[str] = []
     for i in range(rows):
-        doc = docs[i % len(docs)] if i < len(docs) else rng.choice(docs)
+        k = skip + i
+        doc = docs[k] if k < len(docs) else rng.choice(docs)
         if kind == "long":
             # whole files first; beyond that, a long slice from a random offset so repeats are not identical
-            start = 0 if i < len(docs) else rng.randrange(0, max(1, len(doc) - MIN_CHARS))
-            texts.append(doc[start:start + rng.randint(6000, 40000)] if i >= len(docs) else doc)
+            start = 0 if k < len(docs) else rng.randrange(0, max(1, len(doc) - MIN_CHARS))
+            texts.append(doc[start:start + rng.randint(6000, 40000)] if k >= len(docs) else doc)
         elif rng.random() < 0.8:
             start = rng.randrange(0, max(1, len(doc) - 600))
             texts.append(doc[start:start + rng.randint(30, 600)].strip() or "empty")
