@@ -27,6 +27,8 @@ def parse_smooth_quant(value) -> str:
     if alpha is None or not 0 < alpha <= 1:
         raise ConfigError(f"smooth_quant must be 'auto', 'off' or an alpha in (0, 1], got {value!r}")
     return repr(alpha)
+
+
 VARIANTS = ("fp32", "optimized", "bf16", "int8", "int8-dynamic", "fp16")
 
 # The tested default opset per exporter. The dynamo exporter emits opset 18 natively (lower is a version
