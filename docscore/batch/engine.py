@@ -74,8 +74,11 @@ class Engine:
 
 def open_engine(model_path: str | os.PathLike, *, runtime: str = "onnxruntime", precision: str = "f32",
                 device: str = "cpu", threads: int | None = None, io_binding: bool | None = None,
-                arena: bool = True, output_name: str = "logits"):
-    """The engine a variant's manifest entry asks for (``runtime`` / ``precision``), on ``device``."""
+                arena: bool = True, output_name: str = "logits", background: bool = False):
+    """The engine a variant's manifest entry asks for (``runtime`` / ``precision``), on ``device``.
+
+    ``background``: an OpenVINO model compiles in a thread of its own (its checks run here); its first ``run``
+    waits for it. ONNX Runtime sessions are always created here (a CUDA session is checked on creation)."""
     if runtime == "onnxruntime":
         return Engine(model_path, device=device, threads=threads, io_binding=io_binding, arena=arena,
                       output_name=output_name)
@@ -85,5 +88,6 @@ def open_engine(model_path: str | os.PathLike, *, runtime: str = "onnxruntime", 
                               "variant for --device cuda (fp16, optimized or fp32)")
         from docscore.runtime_openvino import OpenVINOEngine
 
-        return OpenVINOEngine(model_path, precision=precision, threads=threads, output_name=output_name)
+        return OpenVINOEngine(model_path, precision=precision, threads=threads, output_name=output_name,
+                              background=background)
     raise ConfigError(f"unknown runtime {runtime!r} in the bundle manifest; known: {RUNTIMES}")

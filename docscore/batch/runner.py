@@ -203,7 +203,7 @@ def _run_locked(shards, bundle, committer: OutputCommitter, options: ScoreOption
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle_uri(bundle, options.s3_endpoint)
     scorer = Scorer(bundle, options)
     if load_scorer:
-        scorer.load()
+        scorer.load(background=True)  # an OpenVINO model compiles while the pipeline reads and tokenises
     bundle_info = {"path": str(getattr(bundle, "uri", None) or bundle.path), "sha256": bundle.sha256,
                    "variant": scorer.variant}
     state = committer.open_manifest(bundle_info, options.fingerprint(scorer.variant), options.overwrite)

@@ -146,8 +146,11 @@ class Scorer:
     def labels(self) -> tuple[str, ...]:
         return self.spec.head.labels
 
-    def load(self) -> "Scorer":
-        """Check the options against the bundle, load the tokenizer and start the session (device checked)."""
+    def load(self, background: bool = False) -> "Scorer":
+        """Check the options against the bundle, load the tokenizer and start the session (device checked).
+
+        ``background``: an OpenVINO variant compiles in a thread while the caller goes on (reading, tokenising);
+        the first :meth:`infer` waits for it."""
         if self._engine is not None:
             return self
         opts, spec = self.options, self.spec
@@ -170,7 +173,7 @@ class Scorer:
         self._engine = open_engine(self.bundle.variant_path(variant), runtime=entry.get("runtime", "onnxruntime"),
                                    precision=entry.get("precision", "f32"), device=opts.device,
                                    threads=opts.threads, io_binding=opts.io_binding, arena=opts.arena,
-                                   output_name=spec.output_name)
+                                   output_name=spec.output_name, background=background)
         self._tokenizer = tok
         self._unk_id = unk_id(tok)
         log.info("scoring with variant %s of %s (%s, max_length %d)", variant, self.bundle_path,

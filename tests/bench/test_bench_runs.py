@@ -106,3 +106,29 @@ def test_choose_shows_why(bundle, capsys, tmp_path, monkeypatch):
     assert main(["bench", "choose", "--model", str(bundle), "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "Default variant on cpu" in out and "candidate fp32" in out and "candidate optimized" in out
+
+
+def test_op_profile_takes_the_share_of_peak_apart(tiny_bundle_factory, tiny_checkpoint_factory, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not _openvino():
+        pytest.skip("OpenVINO not installed")
+    b = tiny_bundle_factory("bert", variants=("fp32", "int8"))
+    out = tmp_path / "profile.json"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "op_profile.py"
+    run = subprocess.run([sys.executable, str(script), "--model", str(b), "--checkpoint",
+                          str(tiny_checkpoint_factory("bert")), "--variant", "int8", "--variant", "fp32",
+                          "--batch", "4", "--seq", "16", "--reps", "2", "--threads", "1", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(out.read_text())
+    assert doc["batch"] == 4 and doc["seq"] == 16 and doc["threads"] == 1
+    for name, precision in (("int8", "int8"), ("fp32", "fp32")):
+        r = doc["variants"][name]
+        assert r["precision"] == precision and r["wall_ms"] > 0
+        assert any(k.startswith("FullyConnected") and v > 0 for k, v in r["ms_by_type"].items())
+        assert r["dense_gflops"] > 0 and r["whole_model_gflops"] > 0
+        assert abs(sum(r["ms_by_type"].values()) - r["profiled_ms"]) < 1e-6
+    assert "| int8 | int8 (" in run.stdout and "| fp32 | fp32 (" in run.stdout

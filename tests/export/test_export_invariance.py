@@ -53,6 +53,29 @@ def test_openvino_splits_a_batch_across_streams_with_the_same_bits(tiny_bundle_f
         assert np.array_equal(split, alone), rows
 
 
+def test_openvino_compiles_in_the_background_with_the_same_bits_and_reports_a_failure(tiny_bundle_factory,
+                                                                                      tmp_path):
+    """``score`` lets an OpenVINO model compile while it reads and tokenises: the first run waits for it, the
+    logits are the ones a model compiled in the foreground gives, and a compile failure surfaces there, named."""
+    import numpy as np
+
+    from docscore.runtime_openvino import OpenVINOEngine
+
+    bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "int8")))
+    path, precision = bundle.variant_path("int8"), bundle.variants["int8"]["precision"]
+    ids = np.random.default_rng(1).integers(5, 90, size=(5, 17))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    background = OpenVINOEngine(path, precision, threads=2, background=True)
+    assert np.array_equal(background.run(feed), OpenVINOEngine(path, precision, threads=2).run(feed))
+    broken = tmp_path / "broken.xml"
+    broken.write_text("<net>not a model</net>")
+    engine = OpenVINOEngine(broken, precision, threads=1, background=True)  # the checks pass; compiling fails
+    with pytest.raises(ConfigError, match="OpenVINO could not compile .*broken.xml"):
+        engine.run(feed)
+    with pytest.raises(ConfigError, match="broken.xml"):  # and again on every later call, never a silent None
+        engine.ready()
+
+
 def test_dynamic_int8_is_refused_as_batch_dependent(tiny_checkpoint_factory, tmp_path):
     out = tmp_path / "b"
     with pytest.raises(ParityError, match="int8-dynamic: scores depend on batching") as err:
