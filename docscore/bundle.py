@@ -231,7 +231,7 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True, allow_uns
 
 def fetch_bundle(uri: str | os.PathLike, endpoint: str | None = None, refresh: bool = False) -> Path:
     """A local directory holding the bundle at ``uri``: the directory itself for a local path, else a copy in
-    the local cache (``$DOCSCORE_CACHE`` or ``~/.cache/docscore``, under ``bundles/<sha256 of docscore.json>``).
+    the local cache (:func:`docscore.files.cache_root`, under ``bundles/<sha256 of docscore.json>``).
 
     Nothing is checked here (:func:`load_bundle` and ``docscore verify`` do that on the copy).
 
@@ -256,7 +256,9 @@ def fetch_bundle(uri: str | os.PathLike, endpoint: str | None = None, refresh: b
         files = list(json.loads(raw).get("files", {}))
     except (ValueError, AttributeError) as e:
         raise BundleError(f"cannot read {loc.uri}/{MANIFEST_NAME}: {e}") from e
-    cache = Path(os.environ.get("DOCSCORE_CACHE") or Path.home() / ".cache" / "docscore") / "bundles"
+    from docscore.files import cache_root
+
+    cache = cache_root() / "bundles"
     local = cache / hashlib.sha256(raw).hexdigest()
     if (local / MANIFEST_NAME).is_file() and not refresh:
         return local

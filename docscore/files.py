@@ -15,3 +15,11 @@ def publishable(directory: str | os.PathLike) -> None:
     root = Path(directory)
     for p in [root, *root.rglob("*")]:
         os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def cache_root() -> Path:
+    """docscore's local cache: ``$DOCSCORE_CACHE_DIR``, else ``$DOCSCORE_CACHE`` (the name remote bundles used
+    first), else ``~/.cache/docscore``. Remote bundles are copied under ``bundles/``; the measured default
+    variant is kept as ``variant-speed-*.json``."""
+    configured = os.environ.get("DOCSCORE_CACHE_DIR") or os.environ.get("DOCSCORE_CACHE")
+    return Path(configured) if configured else Path.home() / ".cache" / "docscore"

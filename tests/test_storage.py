@@ -97,3 +97,17 @@ def test_the_lock_on_gcs_and_azure_without_the_sdk_says_what_to_install(store, m
     with pytest.raises(ConfigError, match=rf"pip install 'docscore\[{extra}\]'"):
         storage.create_exclusive(loc.fs, loc.join("lock.json"), b"")
 
+
+
+def test_one_cache_root_for_every_cache(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from docscore.files import cache_root
+
+    monkeypatch.delenv("DOCSCORE_CACHE_DIR", raising=False)
+    monkeypatch.delenv("DOCSCORE_CACHE", raising=False)
+    assert cache_root() == Path.home() / ".cache" / "docscore"
+    monkeypatch.setenv("DOCSCORE_CACHE", str(tmp_path / "old"))
+    assert cache_root() == tmp_path / "old"
+    monkeypatch.setenv("DOCSCORE_CACHE_DIR", str(tmp_path / "new"))
+    assert cache_root() == tmp_path / "new"

@@ -72,7 +72,9 @@ def why_not(bundle: Bundle, name: str, device: str) -> str | None:
 def _cache_path(bundle: Bundle, signature: str) -> Path:
     import hashlib
 
-    root = Path(os.environ.get("DOCSCORE_CACHE_DIR") or Path.home() / ".cache" / "docscore")
+    from docscore.files import cache_root
+
+    root = cache_root()
     key = hashlib.sha256(f"{bundle.sha256}|{signature}".encode()).hexdigest()[:24]
     return root / f"variant-speed-{key}.json"
 
