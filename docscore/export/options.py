@@ -133,8 +133,9 @@ class ExportOptions:
         invariance_rows: texts of the verify data scored alone and in batches by the invariance check.
         calibration_rows: texts that calibrate the static int8 variant (first rows, in file order).
         calibration_data: Parquet/CSV whose ``text_column`` calibrates the static int8 variant instead of the
-            verify data: a sample of the archives it will score (measured on long documents: max |Δscore| vs fp32
-            0.044 calibrated on such text, 0.125 on short support-inbox texts). Its sha256 and rows are recorded.
+            verify data: a sample of the archives it will score (measured on 300 long documents: labels 99.0 % and
+            max |Δscore| vs fp32 0.038 calibrated on other long documents, 98.7 % and 0.13 on the short
+            support-inbox samples). Its sha256 and rows are recorded.
         smooth_quant: SmoothQuant for the static int8 variant: ``"auto"`` (default) quantises with it off and
             with NNCF's transformer default (alpha 0.95) and keeps the one whose logits on the calibration texts
             are closer to fp32 (mean |Δlogit|; both errors recorded); ``"off"``; or an alpha in (0, 1].

@@ -128,8 +128,9 @@ def quantize_int8_static(src: Path, dst: Path, feeds: list[dict], *, calibration
         calibration: what the feeds came from (source, file sha256, rows), recorded in the manifest.
         smooth_quant: ``auto``: quantise with SmoothQuant off and at NNCF's default alpha and keep the one whose
             logits on ``feeds`` are closer to fp32 (mean |Δlogit|, run at ``precision``), ``off``, or an alpha.
-            On the MiniLM demo model scoring 600 long documents, NNCF's default SmoothQuant gave 8 label flips
-            and max |Δscore| 0.15 against fp32, SmoothQuant off 3 flips and 0.045.
+            Neither is always better: on the MiniLM demo model scoring 600 long documents, NNCF's default
+            SmoothQuant calibrated on short support-inbox texts gave 8 label flips and max |Δscore| 0.15 against
+            fp32 (off: 3 flips, 0.045); calibrated on other long documents it was the better one (0.028 vs 0.047).
         precision: OpenVINO inference precision of the non-quantised ops when the variant is scored.
         preset: NNCF preset: ``performance`` (symmetric activations) or ``mixed`` (asymmetric activations).
     """
