@@ -132,3 +132,23 @@ def test_op_profile_takes_the_share_of_peak_apart(tiny_bundle_factory, tiny_chec
         assert r["dense_gflops"] > 0 and r["whole_model_gflops"] > 0
         assert abs(sum(r["ms_by_type"].values()) - r["profiled_ms"]) < 1e-6
     assert "| int8 | int8 (" in run.stdout and "| fp32 | fp32 (" in run.stdout
+
+
+def test_calibration_sample_is_disjoint_from_the_benchmark_archive(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from docscore.bench.archive import make_archive, real_documents
+
+    docs = real_documents()
+    (bench,) = make_archive(tmp_path / "bench", 4, "long", shards=1)
+    out = tmp_path / "calib.parquet"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "calibration_sample.py"
+    run = subprocess.run([sys.executable, str(script), "--out", str(out), "--rows", "3", "--skip", "4"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    scored, calib = pq.read_table(bench).column("text").to_pylist(), pq.read_table(out).column("text").to_pylist()
+    assert scored == docs[:4] and calib == docs[4:7] and not set(scored) & set(calib)
