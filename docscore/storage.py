@@ -31,8 +31,12 @@ import pyarrow.fs as pafs
 
 from docscore.errors import ConfigError
 
-_SECRET_KEYS = ("access_key", "secret_key", "session_token", "password", "secret", "token", "sas_token",
-                "account_key", "credential", "sig", "client_secret", "connection_string", "access_token")
+# A query parameter is taken for a credential when its name, lower-cased with "-" as "_", contains one of these
+# words (aws_secret_access_key, X-Amz-Signature, X-Amz-Credential, x-goog-signature, account_key, ...) or is one
+# of the short names (Azure SAS ``sig``). Only a few harmless names are ever read from a query (_S3_QUERY).
+_SECRET_WORDS = ("secret", "password", "passwd", "token", "key", "signature", "credential", "auth",
+                 "connection_string")
+_SECRET_NAMES = ("sig", "pwd", "sas", "sv", "se", "sp", "skoid", "sktid")
 _AZURE = ("abfs", "abfss", "az")
 _S3_QUERY = ("endpoint_override", "region", "scheme")
 
@@ -64,6 +68,28 @@ class Location:
         return self.uri
 
 
+def is_secret_name(name: str) -> bool:
+    """Whether a URI query parameter's name says it carries a credential."""
+    key = name.strip().lower().replace("-", "_")
+    return key in _SECRET_NAMES or any(word in key for word in _SECRET_WORDS)
+
+
+def check_endpoint(endpoint: str, what: str) -> None:
+    """Refuse an endpoint (``http://host:port``) that carries a user, a password or a secret query parameter.
+
+    Raises:
+        ConfigError: naming ``what`` (the option or URI it came from), never the credential.
+    """
+    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    try:
+        userinfo = parts.username or parts.password
+    except ValueError:  # a malformed port: the store's own error names it later
+        userinfo = None
+    if userinfo or "@" in parts.netloc or any(is_secret_name(k) for k, _ in parse_qsl(parts.query)):
+        raise ConfigError(f"{what} carries credentials; an endpoint is only scheme://host:port — credentials come "
+                          "from the store's standard chain (environment variables, config files, instance roles)")
+
+
 def has_scheme(uri: str | os.PathLike) -> bool:
     text = str(uri)
     return "://" in text and text.split("://", 1)[0].isidentifier()
@@ -88,9 +114,14 @@ def resolve(uri: str | os.PathLike, endpoint: str | None = None) -> Location:
     shown = f"{scheme}://{parts.hostname or ''}{parts.path}"
     # on Azure the user part names the container (abfs://container@account...), never a credential
     userinfo_secret = parts.password or (parts.username and scheme in ("s3", "s3a", "gs", "gcs"))
-    if userinfo_secret or any(k.lower() in _SECRET_KEYS for k in query):
+    if userinfo_secret or any(is_secret_name(k) for k in query):
         raise ConfigError(f"{shown}: credentials are never taken from a URI; use the store's standard credential "
                           "chain (environment variables, config files, instance roles)")
+    for name in ("endpoint_override",):
+        if name in query:
+            check_endpoint(query[name], f"{shown}: its {name}")
+    if endpoint:
+        check_endpoint(endpoint, "--s3-endpoint")
     if scheme == "file":
         path = os.path.abspath(parts.path)
         return Location(pafs.LocalFileSystem(), path, path)

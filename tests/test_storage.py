@@ -28,11 +28,29 @@ def test_s3_endpoint_from_query_option_or_environment(monkeypatch):
 
 
 @pytest.mark.parametrize("uri", ["s3://key:secret@bucket/a", "s3://AKIDSECRET@bucket/a", "s3://bucket/a?secret_key=abc",
-                                 "s3://bucket/a?session_token=abc", "abfs://container/a?account_key=abc"])
+                                 "s3://bucket/a?session_token=abc", "abfs://container/a?account_key=abc",
+                                 "s3://bucket/a?aws_secret_access_key=abc", "s3://bucket/a?X-Amz-Signature=abc",
+                                 "s3://bucket/a?X-Amz-Credential=abc", "s3://bucket/a?X-Amz-Security-Token=abc",
+                                 "gs://bucket/a?X-Goog-Signature=abc", "s3://bucket/a?AWS_ACCESS_KEY_ID=abc"])
 def test_credentials_in_a_uri_are_refused_without_echoing_them(uri):
     with pytest.raises(ConfigError, match="credentials are never taken from a URI") as e:
         storage.resolve(uri)
     assert "secret" not in str(e.value).lower().replace("secret_key", "") and "abc" not in str(e.value)
+
+
+@pytest.mark.parametrize("uri,endpoint", [("s3://bucket/a", "http://AKID:abc@127.0.0.1:9000"),
+                                          ("s3://bucket/a", "http://AKID@127.0.0.1:9000"),
+                                          ("s3://bucket/a", "http://127.0.0.1:9000/?X-Amz-Signature=abc"),
+                                          ("s3://bucket/a?endpoint_override=http://u:abc@127.0.0.1:9", None)])
+def test_credentials_in_an_endpoint_are_refused_without_echoing_them(uri, endpoint):
+    with pytest.raises(ConfigError, match="carries credentials") as e:
+        storage.resolve(uri, endpoint)
+    assert "abc" not in str(e.value) and "AKID" not in str(e.value)
+
+
+def test_harmless_query_parameters_are_still_accepted():
+    loc = storage.resolve("s3://bucket/a?region=eu-west-1&scheme=http&endpoint_override=http://127.0.0.1:9")
+    assert storage.s3_options(loc.fs)["region"] == "eu-west-1"
 
 
 def test_exclusive_create_is_refused_on_a_store_without_a_conditional_write(tmp_path):
