@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from docscore import __version__
@@ -53,6 +54,35 @@ def _setup_logging(verbose: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+class _PipeSafeStdout:
+    """``sys.stdout`` for a command whose reader may go away (``docscore score ... | head -1``): once the pipe is
+    closed, the rest of the output is dropped, so the command's exit code stays the run's, never a traceback."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def _drop(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._real.fileno())
+        os.close(devnull)
+
+    def write(self, text: str) -> int:
+        try:
+            return self._real.write(text)
+        except BrokenPipeError:
+            self._drop()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._real.flush()
+        except BrokenPipeError:
+            self._drop()
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -60,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.verbose)
+    real_stdout = sys.stdout
+    try:
+        sys.stdout.fileno()
+        sys.stdout = _PipeSafeStdout(real_stdout)
+    except (AttributeError, OSError, ValueError):  # captured (tests, notebooks): nothing to guard
+        pass
     try:
         return int(args._run(args) or 0)
     except DocscoreError as e:
@@ -68,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()
+        sys.stdout = real_stdout
 
 
 def export_onnx_main(argv: list[str] | None = None) -> int:

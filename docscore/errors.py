@@ -40,6 +40,13 @@ class InputDataError(DocscoreError):
         super().__init__(f"{message}" + (f" [{'; '.join(where)}]" if where else ""))
 
 
+class FailFastError(InputDataError):
+    """``--fail-fast`` stopped the run at the first input file that cannot be scored; the files finished before it
+    are committed. Exit 1, like a run that scores the others and reports the failure at the end."""
+
+    exit_code = 1
+
+
 class CheckpointError(DocscoreError):
     """A checkpoint directory is missing, incomplete or holds unsafe files."""
 

@@ -20,7 +20,7 @@ from docscore.batch.commit import detect_change, stat_fingerprint
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.state import RunState
-from docscore.errors import DocscoreError, InputDataError
+from docscore.errors import DocscoreError, FailFastError, InputDataError
 from docscore.storage import has_scheme, resolve
 
 if TYPE_CHECKING:
@@ -124,4 +124,5 @@ def record_failure(state: RunState, summary: "RunSummary", shard: Shard, fp: dic
     state.record(shard.rel, {"input": shard.source, "fingerprint": fp, "status": "failed",
                              "error": str(error)})
     if options.fail_fast:
-        raise error if isinstance(error, DocscoreError) else InputDataError(str(error), path=shard.name)
+        raise FailFastError(f"--fail-fast: stopped at the first input that cannot be scored: {error}; the files "
+                            "finished before it are committed, a rerun resumes")

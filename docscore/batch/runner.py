@@ -343,9 +343,10 @@ class _Pipeline:
             try:
                 self._read_shard(shard, fp)
             except READ_ERRORS as e:
-                if self.options.fail_fast:
-                    raise read_error(shard, e) from e
+                # the writer commits what came before it, then journals it (and, with --fail-fast, stops the run)
                 self._put(self.to_infer, _Failed(shard, fp, read_error(shard, e)))
+                if self.options.fail_fast:
+                    break
         self._put(self.to_infer, _DONE)
 
     def _read_shard(self, shard: Shard, fp: dict) -> None:

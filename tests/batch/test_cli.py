@@ -66,3 +66,28 @@ def test_cuda_request_without_gpu_exits_with_a_clear_error(archive, bundle, tmp_
         return
     rc = main(["score", str(archive), "--model", str(bundle), "--output", str(tmp_path / "o"), "--device", "cuda"])
     assert rc == 2 and "--device cuda was requested" in capsys.readouterr().err
+
+
+def test_fail_fast_exits_1_and_commits_the_files_finished_before_it(archive, bundle, tmp_path, capsys):
+    (archive / "zz_broken.parquet").write_bytes(b"PAR1 this is not parquet")  # discovered last
+    out = tmp_path / "out"
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", str(out), "--threads", "1",
+               "--no-progress", "--fail-fast"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--fail-fast" in err and "zz_broken.parquet" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.parquet")) == [
+        "2024/b.parquet", "2024/c.parquet", "a.parquet"]
+    assert not (out / "_SUCCESS").exists()
+    manifest = json.loads((out / "_docscore_run.json").read_text())
+    assert manifest["shards"]["zz_broken.parquet"]["status"] == "failed"
+    assert {manifest["shards"][r]["status"] for r in ("a.parquet", "2024/b.parquet", "2024/c.parquet")} == {"done"}
+
+
+def test_a_closed_stdout_pipe_keeps_the_runs_exit_code(archive, bundle, tmp_path):
+    """`docscore score ... | head -1`: a reader that went away is not a failure of the run."""
+    cmd = (f"{sys.executable} -m docscore score {archive} --model {bundle} --output {tmp_path / 'o'} --threads 1 "
+           "--no-progress --json | true; exit ${PIPESTATUS[0]}")
+    res = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0 and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
+    assert (tmp_path / "o" / "_SUCCESS").exists()
