@@ -187,6 +187,8 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
     progress = progress or Progress()
     out = resolve(output_dir, options.s3_endpoint)
     shards = discover(inputs, exclude=out, endpoint=options.s3_endpoint)
+    # a bad bundle is refused before the output is touched (no lock, no OUT/_docscore/ left behind)
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle_uri(bundle, options.s3_endpoint)
     committer = OutputCommitter(out, options, progress)
     committer.setup_job()
     try:
@@ -197,10 +199,9 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
         committer.close()
 
 
-def _run_locked(shards, bundle, committer: OutputCommitter, options: ScoreOptions, progress: Progress, execute,
+def _run_locked(shards, bundle: Bundle, committer: OutputCommitter, options: ScoreOptions, progress: Progress, execute,
                 load_scorer, t0) -> RunSummary:
     out = committer.out
-    bundle = bundle if isinstance(bundle, Bundle) else load_bundle_uri(bundle, options.s3_endpoint)
     scorer = Scorer(bundle, options)
     if load_scorer:
         scorer.load(background=True)  # an OpenVINO model compiles while the pipeline reads and tokenises

@@ -108,6 +108,7 @@ def test_tampered_bundle_is_refused(bundle, opts, tmp_path, archive):
         f.write(" ")
     with pytest.raises(BundleError, match="hash check"):
         score_files([archive], copy, tmp_path / "out", opts)
+    assert not (tmp_path / "out").exists()  # refused before the output is touched: no lock, no _docscore/
 
 
 def test_changed_bundle_or_options_is_refused_unless_overwrite(archive, bundle, multi_bundle, opts, tmp_path):
