@@ -18,7 +18,8 @@ from docscore.errors import ConfigError, DeviceError
 from docscore.postprocess import scores_from_logits
 from docscore.runtime import encodings_to_feed
 
-# fp32 logits of one sequence differ with its batch's padded length only by kernel summation order
+# The reference runs each sequence alone at its exact length; the scorer pads it to a length bucket derived from its
+# own length, and fp32 logits at another padded length differ only by the kernels' summation order.
 ATOL = 1e-5
 
 
@@ -56,8 +57,7 @@ def test_order_and_rows_do_not_depend_on_batching(bundle, opts, budget, window):
     out = Scorer(bundle, opts.replace(token_budget=budget, sort_window=window, max_batch_rows=9))(table)
     assert out.num_rows == 50
     assert out.column("doc_id").equals(ref.column("doc_id"))
-    assert out.column("label").equals(ref.column("label"))
-    np.testing.assert_allclose(out.column("score").to_numpy(), ref.column("score").to_numpy(), atol=ATOL)
+    assert out.equals(ref)  # every value bit for bit: padding comes from each row's own length
 
 
 def test_chunk_mode_aggregates_chunk_logits_as_by_hand(bundle, opts):
