@@ -14,6 +14,8 @@ import pytest  # noqa: E402
 
 from tinymodels import ARCHITECTURES, ROOT, SAMPLES, TINY, build_tiny_model, tiny_body_config  # noqa: E402,F401
 
+from skips import pytest_runtest_logreport, pytest_sessionfinish, pytest_terminal_summary  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:

@@ -42,7 +42,7 @@ def _wait_for_port(proc: subprocess.Popen, port: int, what: str, timeout: float 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.skip(f"{what} exited at start (code {proc.returncode})")
+            pytest.fail(f"{what} exited at start (code {proc.returncode})")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -50,7 +50,7 @@ def _wait_for_port(proc: subprocess.Popen, port: int, what: str, timeout: float 
             time.sleep(0.1)
     proc.kill()
     proc.wait()
-    pytest.skip(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g} s")
+    pytest.fail(f"{what} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
 class _Env:
@@ -170,7 +170,7 @@ def azure():
     binary = azurite_binary()
     if binary is None:
         pytest.skip("Azurite is not installed (npm install --prefix .tools/azurite azurite, as scripts/setup-env.sh "
-                    "does when npm is there; or set DOCSCORE_AZURITE to azurite-blob)")
+                    "does; or set DOCSCORE_AZURITE to azurite-blob): not an allowed skip, see tests/skips.py")
     port = _free_port()
     workdir = tempfile.mkdtemp(prefix="docscore-azurite-")
     proc = subprocess.Popen([binary, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from batch_data import make_hive_archive, make_table
 
-from docscore.batch import Scorer, ScoreOptions
+from docscore.batch import Scorer, ScoreOptions, score_files
 from docscore.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,19 +50,27 @@ def glob_rows(out: Path) -> int:
 def reader_rows(out: Path) -> dict[str, int]:
     """What each documented reader counts on OUT."""
     rows = {"glob": glob_rows(out), "pyarrow.dataset": ds.dataset(out, format="parquet").count_rows()}
-    try:
-        import polars as pl
+    import duckdb  # in the dev extra: the README's reader claims are checked, never silently dropped
+    import polars as pl
 
-        rows["polars"] = pl.scan_parquet(str(out / "**/*.parquet")).select(pl.len()).collect().item()
-    except ImportError:
-        pass
-    try:
-        import duckdb
-
-        rows["duckdb"] = duckdb.sql(f"select count(*) from read_parquet('{out}/**/*.parquet')").fetchall()[0][0]
-    except ImportError:
-        pass
+    rows["polars"] = pl.scan_parquet(str(out / "**/*.parquet")).select(pl.len()).collect().item()
+    rows["duckdb"] = duckdb.sql(f"select count(*) from read_parquet('{out}/**/*.parquet')").fetchall()[0][0]
     return rows
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Every output file a reader's glob sees (docscore's own ``_``-prefixed files left out), as bytes."""
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*.parquet"))
+            if not any(part.startswith("_") for part in p.relative_to(out).parts)}
+
+
+def fresh(src: Path, bundle: Path, tmp_path: Path, **options) -> dict[str, bytes]:
+    """The outputs of one uninterrupted run of today's archive on a new output: what every night must equal (the
+    same ``--checkpoint-rows``: row groups are cut within each part)."""
+    out = tmp_path / f"fresh-{len(list(tmp_path.glob('fresh-*')))}"
+    score_files([src], bundle, out, ScoreOptions(id_column="doc_id", threads=1, sort_window=16, token_budget=512,
+                                                 **options))
+    return outputs(out)
 
 
 def assert_clean(out: Path) -> None:
@@ -101,6 +109,7 @@ def test_two_concurrent_runs_one_refused_output_correct(night1, bundle, tmp_path
     assert f"another docscore run is writing {out} (pid {first.pid} on " in second.stderr
     assert len(second.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert set(reader_rows(out).values()) == {75}
+    assert outputs(out) == fresh(night1, bundle, tmp_path, checkpoint_rows=10)
     assert_clean(out)
 
 
@@ -117,6 +126,7 @@ def test_killed_runs_leftovers_are_removed_by_the_next_run(night1, bundle, tmp_p
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert set(reader_rows(out).values()) == {75}
+    assert outputs(out) == fresh(night1, bundle, tmp_path, checkpoint_rows=10)
     assert_clean(out)
 
 
@@ -128,6 +138,7 @@ def test_killed_runs_leftovers_are_removed_by_the_next_run(night1, bundle, tmp_p
 def test_new_changed_and_deleted_files_in_one_night(on_change, prune, night1, bundle, tmp_path, capsys):
     out = tmp_path / "out"
     assert score(capsys, night1, bundle, out)[0] == 0
+    before = outputs(out)
     pq.write_table(make_table(31, seed=9, start_id=0), night1 / "a.parquet")  # rewritten upstream
     pq.write_table(make_table(12, seed=4, start_id=300), night1 / "d.parquet")  # new
     (night1 / "c.parquet").unlink()  # deleted
@@ -144,6 +155,13 @@ def test_new_changed_and_deleted_files_in_one_night(on_change, prune, night1, bu
     c_rows = 0 if prune else 25
     assert set(reader_rows(out).values()) == {a_rows + 20 + c_rows + 12}
     assert (out / "c.parquet").exists() is not prune
+    # values, not counts: what readers see equals a fresh run of tonight's archive, except the outputs the policy
+    # keeps, which are last night's bytes
+    now, today = outputs(out), fresh(night1, bundle, tmp_path)
+    assert now["a.parquet"] == (today["a.parquet"] if on_change == "rescore" else before["a.parquet"])
+    assert now["a.parquet"] != before["a.parquet"] or on_change != "rescore"
+    assert now["b.parquet"] == today["b.parquet"] == before["b.parquet"] and now["d.parquet"] == today["d.parquet"]
+    assert ("c.parquet" in now) is not prune and now.get("c.parquet", before["c.parquet"]) == before["c.parquet"]
     assert_clean(out)
     # docscore report lists the same decisions
     capsys.readouterr()
@@ -157,21 +175,31 @@ def test_same_size_edit_is_rescored_and_a_touch_is_not(bundle, tmp_path, capsys)
     src = tmp_path / "archive"
     src.mkdir()
     path = src / "a.parquet"
-    pq.write_table(make_table(40, seed=6), path, compression="none", write_statistics=False)
+    table = make_table(40, seed=6)
+    texts = table.column("text").to_pylist()
+    table = table.set_column(1, "text", pa.array(["refund for order 42, please", *texts[1:]]))  # within max_length
+    pq.write_table(table, path, compression="none", write_statistics=False)
     out = tmp_path / "out"
     assert score(capsys, src, bundle, out)[0] == 0
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     rc, s = score(capsys, src, bundle, out)
     assert rc == 0 and s["skipped"] == ["a.parquet"] and not s["changed"]
+    before = outputs(out)["a.parquet"]
     data = bytearray(path.read_bytes())
     i = data.index(b"refund")
-    data[i:i + 6] = b"REFUND"  # same size, same footer
+    data[i:i + 6] = b"xqzvkj"  # same size, same footer, other tokens (the tokenizer is uncased: not "REFUND")
     path.write_bytes(bytes(data))
     rc, s = score(capsys, src, bundle, out)
     assert rc == 0 and s["scored"] == ["a.parquet"] and s["changed"][0]["action"] == "rescored"
     texts = pq.read_table(path).column("text").to_pylist()
-    assert any("REFUND" in t for t in texts)
+    assert any("xqzvkj" in t for t in texts)
+    # the rescored output holds the new text's scores: a fresh run's bytes, not the old ones
+    after = outputs(out)["a.parquet"]
+    assert after == fresh(src, bundle, tmp_path)["a.parquet"] and after != before
+    edited = [r for r, t in enumerate(texts) if "xqzvkj" in t]
+    old_scores, new_scores = (pq.read_table(pa.BufferReader(b)).column("score").to_pylist() for b in (before, after))
+    assert any(old_scores[r] != new_scores[r] for r in edited)
 
 
 # --- data-lake conventions ---------------------------------------------------------------------------------------
