@@ -21,6 +21,12 @@ The manifest's own digest makes an edit of ``docscore.json`` (labels swapped, ma
 reader refuses a manifest whose content no longer matches it. It is not a signature: whoever can write the file
 can recompute it. It catches accidental and unseen edits, and makes a deliberate one explicit
 (``docscore verify --rehash``).
+
+A bundle is untrusted input: every path its manifest names (``files``, each variant's ``file`` and
+``external_data``, an OpenVINO IR's ``.bin``, ``tokenizer.json``) must be a plain relative POSIX path inside the
+bundle folder, with no symlink leading out of it, and every file a variant or the tokenizer loads must be listed in
+``files`` (so a hash covers it). :func:`check_manifest_paths` refuses anything else before any file is read,
+fetched or written.
 """
 
 from __future__ import annotations
@@ -29,6 +35,9 @@ import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +96,7 @@ class Bundle:
             raise BundleError(
                 f"bundle {self.path} has no variant {name!r}; it holds: {', '.join(self.variants) or 'none'}"
             )
-        return self.path / self.variants[name]["file"]
+        return bundle_file(self.path, self.variants[name].get("file"), f"variants.{_key(name)}.file")
 
     def tokenizer(self, truncate: bool = True):
         """The bundle's tokenizer, set up as the model was trained and verified: truncation at ``max_length``
@@ -95,7 +104,7 @@ class Bundle:
         """
         from tokenizers import Tokenizer
 
-        tok = Tokenizer.from_file(str(self.path / TOKENIZER_NAME))
+        tok = Tokenizer.from_file(str(bundle_file(self.path, TOKENIZER_NAME, "tokenizer")))
         tok.no_padding()
         if truncate:
             tok.enable_truncation(self.spec.max_length)
@@ -106,6 +115,128 @@ class Bundle:
     @property
     def pad_id(self) -> int:
         return int(self.manifest.get("tokenizer", {}).get("pad_id", 0))
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+PATH_HINT = "a bundle may name only plain relative paths inside its own folder; re-export it or fix its manifest"
+
+
+def _key(name) -> str:
+    """A manifest key as shown in a message: as it is when plain, quoted (escapes and all) otherwise."""
+    return name if isinstance(name, str) and _SAFE_KEY.match(name) else repr(name)
+
+
+def path_problem(rel) -> str | None:
+    """Why ``rel`` is not a plain relative POSIX path (``None`` when it is): the lexical rule, no disk access."""
+    if not isinstance(rel, str):
+        return "is not a string"
+    if not rel:
+        return "is empty"
+    if "\x00" in rel:
+        return "contains a NUL character"
+    if "\\" in rel:
+        return "contains a backslash (bundle paths are '/'-separated)"
+    if rel.startswith("/"):
+        return "is an absolute path"
+    if _DRIVE.match(rel):
+        return "starts with a drive letter"
+    parts = rel.split("/")
+    if ".." in parts:
+        return "has a '..' component (it would leave the bundle)"
+    if any(part in ("", ".") for part in parts):
+        return "has an empty or '.' component"
+    return None
+
+
+UNLISTED = "is not listed in the manifest's files (no hash would cover it)"
+UNLISTED_HINT = "every file a variant or the tokenizer loads must be listed there; re-export the bundle"
+
+
+def _refuse(where, field: str, rel, problem: str) -> BundleError:
+    hint = UNLISTED_HINT if problem == UNLISTED else PATH_HINT
+    return BundleError(f"bundle {where}: {MANIFEST_NAME} {field} {rel!r} {problem}; {hint}")
+
+
+def _escape(root: Path, rel: str) -> str | None:
+    """Why ``root/rel`` leads out of ``root`` on this disk (a symlink anywhere along it), else ``None``."""
+    try:
+        real_root = root.resolve()
+        target = (real_root / rel).resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop (RuntimeError before Python 3.13)
+        return f"cannot be resolved ({e})"
+    if target != real_root and real_root not in target.parents:
+        return f"leads out of the bundle through a symlink (to {target})"
+    return None
+
+
+def bundle_file(root: str | os.PathLike, rel, field: str = "file") -> Path:
+    """``root/rel`` for a path a manifest names, refused (:class:`BundleError`) unless it is a plain relative path
+    that stays inside ``root`` on this disk."""
+    root = Path(root)
+    problem = path_problem(rel) or _escape(root, rel)
+    if problem:
+        raise _refuse(root, field, rel, problem)
+    return root / rel
+
+
+def manifest_paths(manifest: dict) -> list[tuple[str, object, bool]]:
+    """Every file reference the manifest holds: ``(where in the manifest, path, must be listed in files)``.
+
+    Raises:
+        BundleError: ``files``, ``variants`` or an entry is not shaped as a manifest's are (no path to check).
+    """
+    files = manifest.get("files", {})
+    variants = manifest.get("variants", {})
+    tokenizer = manifest.get("tokenizer", {})
+    for field, value in (("files", files), ("variants", variants), ("tokenizer", tokenizer)):
+        if not isinstance(value, dict):
+            raise BundleError(f"{MANIFEST_NAME}: {field} is not an object; {PATH_HINT}")
+    refs: list[tuple[str, object, bool]] = [("files entry", rel, False) for rel in files]
+    for name, entry in variants.items():
+        where = f"variants.{_key(name)}"
+        if not isinstance(entry, dict) or "file" not in entry:
+            raise BundleError(f"{MANIFEST_NAME}: {where} names no file; {PATH_HINT}")
+        refs.append((f"{where}.file", entry["file"], True))
+        if isinstance(entry["file"], str) and entry["file"].endswith(".xml"):  # OpenVINO IR: weights beside it
+            refs.append((f"{where}.file's weights", entry["file"][:-len(".xml")] + ".bin", True))
+        external = entry.get("external_data", [])
+        if not isinstance(external, list):
+            raise BundleError(f"{MANIFEST_NAME}: {where}.external_data is not a list; {PATH_HINT}")
+        refs += [(f"{where}.external_data", rel, True) for rel in external]
+    if variants or "file" in tokenizer:
+        refs.append(("tokenizer", TOKENIZER_NAME, True))  # the file Bundle.tokenizer loads
+        if tokenizer.get("file", TOKENIZER_NAME) != TOKENIZER_NAME:
+            refs.append(("tokenizer.file", tokenizer["file"], True))
+    return refs
+
+
+def check_manifest_paths(manifest: dict, where, bundle_dir: str | os.PathLike | None = None) -> None:
+    """Refuse a manifest naming any path outside its bundle, before anything is read, fetched or written.
+
+    Every reference (:func:`manifest_paths`) must pass :func:`path_problem`; a file a variant or the tokenizer
+    loads must be listed in ``files`` (so a hash covers it); with ``bundle_dir`` (a local copy), no reference may
+    lead out of it through a symlink.
+
+    Args:
+        where: the bundle as messages name it (a directory or a URI).
+
+    Raises:
+        BundleError: one line naming the entry and the rule it broke.
+    """
+    files = manifest.get("files", {})
+    try:
+        refs = manifest_paths(manifest)
+    except BundleError as e:
+        raise BundleError(f"bundle {where}: {e}") from e
+    for field, rel, listed in refs:
+        problem = path_problem(rel)
+        if problem is None and listed and rel not in files:
+            problem = UNLISTED
+        if problem is None and bundle_dir is not None:
+            problem = _escape(Path(bundle_dir), rel)
+        if problem:
+            raise _refuse(where, field, rel, problem)
 
 
 def manifest_digest(manifest: dict) -> str:
@@ -150,18 +281,32 @@ def reseal_manifest(bundle_dir: str | os.PathLike) -> dict:
     return manifest
 
 
+def _parse_manifest(raw: bytes | str, where: str) -> dict:
+    """The manifest in ``raw``, its format and the paths it names checked (lexically: no disk access)."""
+    try:
+        manifest = json.loads(raw)
+    except ValueError as e:
+        raise BundleError(f"cannot read {where}: {e}") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise BundleError(f"{where}: unknown bundle format {found!r}, expected {BUNDLE_FORMAT}")
+    return manifest
+
+
 def read_manifest(bundle_dir: str | os.PathLike) -> dict:
+    """The manifest of a local bundle, refused unless every path it names stays inside ``bundle_dir``
+    (:func:`check_manifest_paths`, symlinks resolved)."""
     path = Path(bundle_dir) / MANIFEST_NAME
     if not Path(bundle_dir).is_dir():
         raise BundleError(f"bundle directory {bundle_dir} does not exist; run `docscore export-onnx` first")
     if not path.is_file():
         raise BundleError(f"{bundle_dir} is not a docscore bundle: {MANIFEST_NAME} is missing")
     try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+        raw = path.read_text()
+    except OSError as e:
         raise BundleError(f"cannot read {path}: {e}") from e
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: unknown bundle format {manifest.get('format')!r}, expected {BUNDLE_FORMAT}")
+    manifest = _parse_manifest(raw, str(path))
+    check_manifest_paths(manifest, bundle_dir, bundle_dir)
     return manifest
 
 
@@ -194,7 +339,7 @@ def check_files(bundle_dir: str | os.PathLike, manifest: dict) -> dict[str, str 
     bundle_dir = Path(bundle_dir)
     result: dict[str, str | None] = {}
     for rel, expected in manifest.get("files", {}).items():
-        p = bundle_dir / rel
+        p = bundle_file(bundle_dir, rel, "files entry")  # never hash a path outside the bundle
         if not p.is_file():
             result[rel] = f"{rel}: missing"
         elif sha256_file(p) != expected:
@@ -204,12 +349,13 @@ def check_files(bundle_dir: str | os.PathLike, manifest: dict) -> dict[str, str 
     return result
 
 
-def verify_files(bundle_dir: str | os.PathLike, manifest: dict) -> None:
-    """Refuse a bundle whose files are missing, truncated or changed since export."""
+def verify_files(bundle_dir: str | os.PathLike, manifest: dict, where=None) -> None:
+    """Refuse a bundle whose files are missing, truncated or changed since export (``where``: the bundle as the
+    message names it, default ``bundle_dir``)."""
     problems = [p for p in check_files(bundle_dir, manifest).values() if p]
     if problems:
         raise BundleError(
-            f"bundle {bundle_dir} failed its hash check: " + "; ".join(problems)
+            f"bundle {where or bundle_dir} failed its hash check: " + "; ".join(problems)
             + ". Re-export the bundle or restore the original files."
         )
 
@@ -230,59 +376,82 @@ def load_bundle(bundle_dir: str | os.PathLike, *, verify: bool = True, allow_uns
 
 
 def fetch_bundle(uri: str | os.PathLike, endpoint: str | None = None, refresh: bool = False) -> Path:
-    """A local directory holding the bundle at ``uri``: the directory itself for a local path, else a copy in
-    the local cache (:func:`docscore.files.cache_root`, under ``bundles/<sha256 of docscore.json>``).
+    """A local directory holding the bundle at ``uri``: the directory itself for a local path, else a verified
+    copy in the local cache (:func:`docscore.files.cache_root`, under ``bundles/<sha256 of docscore.json>``).
 
-    Nothing is checked here (:func:`load_bundle` and ``docscore verify`` do that on the copy).
+    A remote manifest is checked before anything is fetched or written (:func:`check_manifest_paths`: only plain
+    relative paths inside the bundle); the copy is assembled in a private temporary folder inside the cache, its
+    manifest digest and file hashes are checked there, and only a complete, verified copy is moved into place. A
+    refused bundle leaves nothing in the cache. A local directory is checked by :func:`load_bundle`.
 
     Args:
         endpoint: an S3-compatible endpoint for ``s3://`` URIs that name none.
         refresh: copy again even when the cache holds this manifest's bundle.
+
+    Raises:
+        BundleError: the manifest names a path outside the bundle, a file is missing or fails its hash, the
+            manifest was edited, or the store cannot be read.
     """
+    return _fetch(uri, endpoint, refresh)[0]
+
+
+def _fetch(uri: str | os.PathLike, endpoint: str | None, refresh: bool) -> tuple[Path, bool]:
+    """:func:`fetch_bundle`, and whether the copy returned was verified here (``False``: a local directory or a
+    cached copy, which :func:`load_bundle` checks)."""
     from docscore import storage
 
     if not storage.has_scheme(uri):
-        return Path(uri)
+        return Path(uri), False
     loc = storage.resolve(uri, endpoint)
     if loc.is_local:
-        return Path(loc.path)
+        return Path(loc.path), False
     try:
         raw = storage.read_bytes(loc.fs, loc.join(MANIFEST_NAME))
     except OSError as e:
         raise BundleError(f"cannot read the bundle {loc.uri}: {storage.explain(e)}") from e
     if raw is None:
         raise BundleError(f"{loc.uri} is not a docscore bundle: {MANIFEST_NAME} is missing")
-    try:
-        files = list(json.loads(raw).get("files", {}))
-    except (ValueError, AttributeError) as e:
-        raise BundleError(f"cannot read {loc.uri}/{MANIFEST_NAME}: {e}") from e
+    manifest = _parse_manifest(raw, f"{loc.uri}/{MANIFEST_NAME}")
+    check_manifest_paths(manifest, loc.uri)  # before anything is fetched or written
     from docscore.files import cache_root
 
     cache = cache_root() / "bundles"
     local = cache / hashlib.sha256(raw).hexdigest()
     if (local / MANIFEST_NAME).is_file() and not refresh:
-        return local
-    import shutil
-
-    tmp = cache / f".{local.name}.{os.getpid()}.tmp"
+        return local, False
+    verify_digest(loc.uri, manifest, allow_unsealed=True)
     try:
-        for rel in files:
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with loc.fs.open_input_stream(loc.join(rel)) as src, open(tmp / rel, "wb") as dst:
-                    while block := src.read(1 << 22):
-                        dst.write(block)
-            except FileNotFoundError:
-                log.warning("bundle %s: %s is missing", loc.uri, rel)  # reported by the hash check
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{local.name}.", suffix=".tmp", dir=cache))  # mode 0700
+    except OSError as e:
+        raise BundleError(f"cannot copy the bundle {loc.uri} into {cache}: {e}") from e
+    try:
+        for rel in manifest.get("files", {}):
+            _copy_in(loc, rel, tmp / rel)  # rel is a plain relative path: tmp/rel stays inside tmp
         (tmp / MANIFEST_NAME).write_bytes(raw)
+        verify_files(tmp, manifest, where=loc.uri)
         shutil.rmtree(local, ignore_errors=True)
         os.replace(tmp, local)
     except OSError as e:
         if not (local / MANIFEST_NAME).is_file():  # another process may have finished the same copy
             raise BundleError(f"cannot copy the bundle {loc.uri}: {storage.explain(e)}") from e
+        return local, False
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return local
+    return local, True
+
+
+def _copy_in(loc, rel: str, dst: Path) -> None:
+    """Copy one bundle file from the store to ``dst`` (a new file); a missing one is left to the hash check."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        src = loc.fs.open_input_stream(loc.join(rel))
+    except FileNotFoundError:
+        log.warning("bundle %s: %s is missing", loc.uri, rel)  # reported by the hash check
+        return
+    with src, open(dst, "xb") as out:
+        while block := src.read(1 << 22):
+            out.write(block)
 
 
 def publish_bundle(bundle_dir: str | os.PathLike, uri: str, endpoint: str | None = None) -> str:
@@ -326,17 +495,17 @@ def publish_bundle(bundle_dir: str | os.PathLike, uri: str, endpoint: str | None
 def load_bundle_uri(uri: str | os.PathLike, endpoint: str | None = None) -> Bundle:
     """:func:`load_bundle` for a local directory or a URI (``s3://models/bundle``, ``gs://...``).
 
-    A remote bundle is copied once into a local cache (:func:`fetch_bundle`), then hash-checked there like any
-    local bundle: runtimes load local files, and a tampered or truncated copy is refused. A cached copy that fails
-    its check is copied again once (the store may have been fixed since).
+    A remote bundle is copied once into a local cache (:func:`fetch_bundle`: its paths checked first, the copy
+    verified before it enters the cache), since runtimes load local files; a copy already cached is hash-checked
+    like any local bundle, and one that fails its check is copied again once (the store may have been fixed since).
     """
     from docscore import storage
 
-    local = fetch_bundle(uri, endpoint)
+    local, verified = _fetch(uri, endpoint, refresh=False)
     if not storage.has_scheme(uri) or storage.resolve(uri, endpoint).is_local:
         return load_bundle(local)
     try:
-        bundle = load_bundle(local)
+        bundle = load_bundle(local, verify=not verified)  # a fresh copy was verified before it entered the cache
     except BundleError:
         bundle = load_bundle(fetch_bundle(uri, endpoint, refresh=True))
     return Bundle(bundle.path, bundle.manifest, uri=storage.resolve(uri, endpoint).uri)

@@ -11,9 +11,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
         help="re-check a bundle's manifest, file hashes and, with its checkpoint, spec and parity",
-        description="Refuse a bundle whose docscore.json was edited (or carries no digest) or whose files are "
-        "missing, truncated or changed since export (exit 2); with --checkpoint, refuse a checkpoint whose labels, "
-        "problem type, pooling, max_length or inputs differ from the bundle's (exit 2), and re-run the parity gate "
+        description="Refuse a bundle whose docscore.json was edited (or carries no digest), names a path outside "
+        "the bundle (.., absolute, backslash, a symlink out, a variant file not in its files), or whose files are "
+        "missing, truncated or changed since export (exit 4); with --checkpoint, refuse a checkpoint whose labels, "
+        "problem type, pooling, max_length or inputs differ from the bundle's (exit 4), and re-run the parity gate "
         "of every variant with the tolerances recorded in the manifest (exit 3 on failure).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
