@@ -478,6 +478,136 @@ def _azure_client(options: dict):
     return _CLIENTS[key]
 
 
+# --- versioned objects: the writer lock's heartbeat and release replace or delete it only if it is still theirs ---
+
+
+def read_versioned(fs: pafs.FileSystem, path: str) -> tuple[bytes, str | None] | None:
+    """An object's bytes and their version, read together (the ETag on S3 and Azure Blob, the generation on GCS;
+    None on a local disk), for :func:`replace_if_match` and :func:`delete_if_match`; None when it does not exist."""
+    if isinstance(fs, pafs.GcsFileSystem):
+        from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+
+        bucket, _, key = path.partition("/")
+        try:
+            for _ in range(3):  # the object replaced between its metadata and its bytes: read it again
+                blob = _gcs_client(_options(fs)).bucket(bucket).get_blob(key, timeout=30)
+                if blob is None:
+                    return None
+                try:
+                    return blob.download_as_bytes(if_generation_match=blob.generation, timeout=30), str(blob.generation)
+                except (NotFound, PreconditionFailed):
+                    continue
+        except GoogleAPIError as e:
+            raise OSError(f"cannot read gs://{path}: {_one_line(e)}") from e
+        raise OSError(f"cannot read gs://{path}: it keeps changing")
+    if isinstance(fs, pafs.AzureFileSystem):
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+        container, _, blob = path.partition("/")
+        try:
+            got = _azure_client(_options(fs)).get_blob_client(container, blob).download_blob(timeout=30)
+            return got.readall(), got.properties.etag
+        except ResourceNotFoundError:
+            return None
+        except AzureError as e:
+            raise OSError(f"cannot read {path} on Azure Blob: {_one_line(e).split(' Content:')[0]}") from e
+    options = s3_options(fs)
+    if options is None:
+        data = read_bytes(fs, path)
+        return None if data is None else (data, None)
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = path.partition("/")
+    try:
+        got = _s3_client(options).get_object(Bucket=bucket, Key=key)
+        return got["Body"].read(), got["ETag"]
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise OSError(f"cannot read s3://{path}: {e.response.get('Error', {}).get('Code') or _one_line(e)}") from e
+    except BotoCoreError as e:
+        raise OSError(f"cannot read s3://{path}: {_one_line(e)}") from e
+
+
+def replace_if_match(fs: pafs.FileSystem, path: str, data: bytes, version: str | None) -> bool:
+    """Replace an object whole only if it is still at ``version`` (from :func:`read_versioned`); False when it
+    changed or vanished meanwhile. S3: a PUT with ``If-Match`` (a store without it gets a plain PUT), GCS
+    ``ifGenerationMatch``, Azure Blob ``If-Match``. A local disk has no such write: the lock keeps its own file open
+    instead (:class:`~docscore.batch.commit.WriterLock`)."""
+    return _if_match(fs, path, version, data)
+
+
+def delete_if_match(fs: pafs.FileSystem, path: str, version: str | None) -> bool:
+    """Delete an object only if it is still at ``version``; False when it changed or vanished meanwhile (S3 a
+    DELETE with ``If-Match``, plain where the store lacks it; GCS ``ifGenerationMatch``; Azure Blob ``If-Match``)."""
+    return _if_match(fs, path, version, None)
+
+
+def _if_match(fs: pafs.FileSystem, path: str, version: str | None, data: bytes | None) -> bool:
+    what = "replace" if data is not None else "delete"
+    if isinstance(fs, pafs.GcsFileSystem):
+        from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+
+        bucket, _, key = path.partition("/")
+        blob = _gcs_client(_options(fs)).bucket(bucket).blob(key)
+        try:
+            if data is None:
+                blob.delete(if_generation_match=int(version), timeout=30)
+            else:
+                blob.upload_from_string(data, if_generation_match=int(version), timeout=30)
+        except (PreconditionFailed, NotFound):
+            return False
+        except GoogleAPIError as e:
+            raise OSError(f"cannot {what} gs://{path}: {_one_line(e)}") from e
+        return True
+    if isinstance(fs, pafs.AzureFileSystem):
+        from azure.core import MatchConditions
+        from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+
+        container, _, name = path.partition("/")
+        blob = _azure_client(_options(fs)).get_blob_client(container, name)
+        condition = {"etag": version, "match_condition": MatchConditions.IfNotModified}
+        try:
+            if data is None:
+                blob.delete_blob(timeout=30, **condition)
+            else:
+                blob.upload_blob(data, overwrite=True, timeout=30, **condition)
+        except ResourceNotFoundError:
+            return False
+        except HttpResponseError as e:
+            if e.status_code in (404, 409, 412):
+                return False
+            raise OSError(f"cannot {what} {path} on Azure Blob: {e.error_code or e.status_code or e.reason}") from e
+        except AzureError as e:
+            raise OSError(f"cannot {what} {path} on Azure Blob: {_one_line(e).split(' Content:')[0]}") from e
+        return True
+    options = s3_options(fs)
+    if options is None:
+        raise ConfigError(f"{type(fs).__name__}: no conditional {what}; docscore implements it for S3, GCS and "
+                          "Azure Blob only")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = path.partition("/")
+    client = _s3_client(options)
+    call = (lambda **c: client.delete_object(Bucket=bucket, Key=key, **c)) if data is None else (
+        lambda **c: client.put_object(Bucket=bucket, Key=key, Body=data, **c))
+    try:
+        try:
+            call(IfMatch=version)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") not in ("NotImplemented", "501"):
+                raise
+            call()  # an S3-compatible store without If-Match: a plain one (the caller checked just before)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "412", "409", "404"):
+            return False
+        raise OSError(f"cannot {what} s3://{path}: {code or _one_line(e)}") from e
+    except BotoCoreError as e:
+        raise OSError(f"cannot {what} s3://{path}: {_one_line(e)}") from e
+    return True
+
+
 def etag(fs: pafs.FileSystem, path: str) -> str | None:
     """An object's ETag on S3 (it changes with every write of the object; None on other stores or without
     boto3). ``pyarrow.fs`` reports size and modification time but not the ETag."""
