@@ -8,7 +8,8 @@ class DocscoreError(Exception):
 
     Exit codes (README, "Running it every night"): 0 success; 1 partial (some files failed, were refused or
     left stale, or the row error rate is above ``--max-error-rate``); 2 refused options or input (this class);
-    3 parity gate failed; 4 bad bundle; 5 I/O error on the output; 6 another run holds the output's lock.
+    3 parity gate failed; 4 bad bundle; 5 I/O error on the output; 6 another run holds the output's lock; 7 this
+    run lost the output's lock to another run and stopped.
     """
 
     exit_code = 2
@@ -119,3 +120,11 @@ class LockHeldError(DocscoreError):
     """Another run holds the output directory's writer lock."""
 
     exit_code = 6
+
+
+class LockLostError(DocscoreError):
+    """Another run took over the output's writer lock while this run held it (this run was paused, or its clock was
+    behind, past the stale limit). This run stopped before its next commit step and published nothing more; the
+    new holder finishes the output. Exit 7."""
+
+    exit_code = 7

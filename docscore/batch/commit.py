@@ -9,14 +9,15 @@ Layout under ``OUT`` (everything docscore keeps besides the outputs starts with 
 ``pyarrow.dataset`` skip it; no staged name ends in ``.parquet``, so the ``OUT/**/*.parquet`` globs of polars and
 DuckDB, which do descend into ``_`` folders, never count it)::
 
-    OUT/_docscore/lock.json                             the writer lock: host, pid, start time, heartbeat
+    OUT/_docscore/lock.json                             the writer lock: host, pid, start time, heartbeat, token
     OUT/_docscore/staging/<rel>.parts/part-NNNNN.staged  committed parts of a shard still in progress
     OUT/_docscore/staging/<rel>.parts/*.inprogress       files being written (a killed run's are removed); on an
                                                         object store these live in a local temporary folder
 
 - :class:`WriterLock`: created atomically (``O_CREAT | O_EXCL``, or a conditional PUT); a lock whose process is dead (same host) or
   whose heartbeat is older than ``stale_after_s`` (another host) is taken over, under a second exclusive "break"
-  file so two runs cannot both take it over.
+  file so two runs cannot both take it over. It fences: every commit step first proves the run still holds it
+  (:meth:`WriterLock.check`), and a run that lost it stops with :class:`~docscore.errors.LockLostError`.
 - :class:`Staging`: where parts and in-progress files go, publishing into ``OUT/<rel>``, and cleaning what
   earlier killed runs (and docscore versions before this layout) left.
 - :func:`stat_fingerprint`, :class:`DigestingFile`, :func:`detect_change`: size + mtime + footer hash (+ the ETag
@@ -39,11 +40,12 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Callable
 
 import pyarrow.fs as pafs
 
 from docscore import storage
-from docscore.errors import LockHeldError
+from docscore.errors import LockHeldError, LockLostError
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 class WriterLock:
-    """One writer per output directory.
+    """One writer per output directory, and the fence that stops a writer which lost it.
+
+    The lock file carries a token, the run's ``run_id``. Before every commit step a run proves it still holds the
+    lock (:meth:`check`: read the lock, compare the token); the heartbeat thread also flags the loss as soon as it
+    sees another token. The heartbeat never rewrites a lock that is no longer this run's: it re-reads it first and
+    writes conditionally (S3 and Azure ``If-Match`` on the ETag it read, GCS ``ifGenerationMatch``; on a local disk
+    it writes through the file it created itself, so a replacement file is never touched).
+
+    Stale-takeover rule: a lock from the same host is stale when its pid is dead (or reused: ``/proc`` start time);
+    from another host when its ``heartbeat`` (``time.time()`` written by the holder) is more than ``stale_after_s``
+    behind the reader's clock. So clock skew between hosts eats into ``stale_after_s``; a run wrongly taken over is
+    fenced (:class:`~docscore.errors.LockLostError`), never left writing beside the new holder.
 
     Args:
         out: the output directory.
@@ -137,13 +150,33 @@ class WriterLock:
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
         self.info: LockInfo | None = None
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._fd: int | None = None  # local disk: the lock file this run created, kept open for the heartbeat
+        self._lost: str | None = None  # who took the lock over, once this run knows it lost it
+        self._lost_to: LockInfo | None = None  # the new holder, once its lock was read
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    # the primitives an object store would implement with a conditional PUT / GET / DELETE
+    # the primitives: an exclusive create, a read of the bytes with their version, conditional replace and delete
 
     def _create_exclusive(self, path: str, data: bytes) -> bool:
         return storage.create_exclusive(self.fs, path, data)
+
+    def _create_lock(self, data: bytes) -> bool:
+        if not self.local:
+            return self._create_exclusive(self.path, data)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
 
     def _read(self, path: str) -> bytes | None:
         try:
@@ -151,21 +184,38 @@ class WriterLock:
         except FileNotFoundError:
             return None
 
+    def _read_versioned(self) -> tuple[bytes, str | None] | None:
+        try:
+            return storage.read_versioned(self.fs, self.path)
+        except FileNotFoundError:
+            return None
+
     def _mtime(self, path: str) -> float | None:
         info = self.fs.get_file_info(path)
         return info.mtime.timestamp() if info.mtime is not None else None
 
+    def _is_own_file(self) -> bool:
+        """Local disk: the lock file at the path is the one this run created (not a taker's replacement)."""
+        try:
+            st, own = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
     # the protocol
 
-    def holder(self) -> LockInfo | None:
-        """The current holder, or None when the output is not locked (or the lock is unreadable)."""
-        raw = self._read(self.path)
+    @staticmethod
+    def _parse(raw: bytes | None) -> LockInfo | None:
         if raw is None:
             return None
         try:
             return LockInfo(**json.loads(raw))
         except (ValueError, TypeError):
             return None
+
+    def holder(self) -> LockInfo | None:
+        """The current holder, or None when the output is not locked (or the lock is unreadable)."""
+        return self._parse(self._read(self.path))
 
     def is_stale(self, info: LockInfo | None) -> bool:
         if info is None:  # torn (killed between create and write) or foreign: stale once it is old
@@ -185,8 +235,8 @@ class WriterLock:
                         started=datetime.now(timezone.utc).isoformat(timespec="seconds"), heartbeat=time.time(),
                         run_id=uuid.uuid4().hex, proc_start=_proc_start(pid))
         for _ in range(3):
-            if self._create_exclusive(self.path, self._encode(info)):
-                self.info = info
+            if self._create_lock(self._encode(info)):
+                self.info, self._lost, self._lost_to = info, None, None
                 self._start_heartbeat()
                 return self
             held = self.holder()
@@ -200,7 +250,8 @@ class WriterLock:
         raise LockHeldError(f"could not take the lock {self.name}/{META_DIR}/{LOCK_NAME}: other runs keep taking it")
 
     def _break(self, stale: LockInfo | None) -> None:
-        """Remove a stale lock, unless another run replaced it meanwhile (checked under an exclusive file)."""
+        """Remove a stale lock, unless another run replaced it meanwhile (checked under an exclusive file, and on an
+        object store by a delete conditional on the version that was judged stale)."""
         brk = self.path + ".break"
         if not self._create_exclusive(brk, b""):
             mtime = self._mtime(brk)
@@ -208,15 +259,60 @@ class WriterLock:
                 self.fs.delete_file(brk)
             return
         try:
-            if self.holder() == stale:
+            got = self._read_versioned()
+            if got is not None and self._parse(got[0]) == stale:
                 log.warning("taking over the stale lock of %s", stale.describe() if stale else "an unknown run")
-                self.fs.delete_file(self.path)
+                if self.local:
+                    self.fs.delete_file(self.path)
+                else:
+                    storage.delete_if_match(self.fs, self.path, got[1])
         finally:
             self.fs.delete_file(brk)
 
     @staticmethod
     def _encode(info: LockInfo) -> bytes:
-        return json.dumps(asdict(info)).encode()
+        """The lock file's JSON; the heartbeat last and of a fixed width, so every heartbeat has the same length (a
+        local heartbeat rewrites the file in place: a reader never sees a shorter or a shifted token)."""
+        fields = asdict(info)
+        beat = fields.pop("heartbeat")
+        return (json.dumps(fields)[:-1] + f', "heartbeat": {beat:.6f}}}').encode()
+
+    # the fence
+
+    @property
+    def lost(self) -> bool:
+        """Whether this run knows it lost the lock to another run."""
+        return self._lost is not None
+
+    def check(self, read: bool = True) -> None:
+        """Prove this run still holds the lock before a commit step: read the lock and compare its token (with
+        ``read=False``, only whether the heartbeat already saw another holder).
+
+        Raises:
+            LockLostError: another run took the lock over (named in the message); nothing may be published.
+        """
+        if (self._lost is None or self._lost_to is None) and read and self.info is not None:
+            got = self._read_versioned()
+            held = self._parse(got[0]) if got else None
+            if held is None or held.run_id != self.info.run_id:
+                self._lose(held, got is not None)
+        if self._lost is not None:
+            raise LockLostError(
+                f"lost the lock on {self.name} to {self._lost}, which took it over as stale (this run was paused, "
+                "or its host's clock is behind, past the stale limit): this run stopped and published nothing more; "
+                "the new holder finishes the output")
+
+    def _lose(self, held: LockInfo | None, exists: bool) -> None:
+        first = self._lost is None
+        if self._lost_to is None and held is not None and held.run_id != self.info.run_id:
+            self._lost_to = held  # named once read (a heartbeat may fall in a takeover's gap: no lock file yet)
+            self._lost = held.describe()
+        elif first:
+            self._lost = ("a run that is starting" if exists
+                          else "another run (the lock file is gone: taken over and released, or deleted)")
+        if first:
+            log.info("the lock %s was taken over by %s: this run stops at its next commit step", self.path,
+                     self._lost)
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
@@ -225,23 +321,56 @@ class WriterLock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            if self.holder() != self.info:
-                log.error("the lock %s was taken over by another run", self.path)
-                return
-            self.info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
             try:
-                storage.write_bytes(self.fs, self.path, self._encode(self.info))
-            except OSError as e:  # a full disk must not kill the run; the lock just ages
+                if not self._refresh():
+                    return
+            except Exception as e:  # noqa: BLE001 - a full disk or a store's hiccup must not end the heartbeat
                 log.warning("cannot refresh the lock %s: %s", self.path, e)
 
+    def _refresh(self) -> bool:
+        """One heartbeat: re-read the lock, and rewrite it only if it is still this run's (conditionally); False
+        once it is lost."""
+        got = self._read_versioned()
+        held = self._parse(got[0]) if got else None
+        if held is None or held.run_id != self.info.run_id:
+            self._lose(held, got is not None)
+            return False
+        info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
+        data = self._encode(info)
+        if self.local:  # through the file this run created: a taker's replacement is a different file
+            if not self._is_own_file():
+                self._lose(self.holder(), True)
+                return False
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        elif not storage.replace_if_match(self.fs, self.path, data, got[1]):
+            got = self._read_versioned()
+            self._lose(self._parse(got[0]) if got else None, got is not None)
+            return False
+        self.info = info
+        return True
+
     def release(self) -> None:
+        """Stop the heartbeat and remove the lock, if it is still this run's (a lost lock is the new holder's)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        if self.info is not None and self.holder() == self.info:
-            self.fs.delete_file(self.path)
-        self.info = None
+        try:
+            if self.info is not None and self._lost is None:
+                if self.local:
+                    if self._fd is not None and self._is_own_file():
+                        self.fs.delete_file(self.path)
+                else:
+                    got = self._read_versioned()
+                    held = self._parse(got[0]) if got else None
+                    if held is not None and held.run_id == self.info.run_id:
+                        storage.delete_if_match(self.fs, self.path, got[1])
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self.info = None
 
     def __enter__(self) -> "WriterLock":
         return self.acquire()
@@ -261,13 +390,16 @@ class Staging:
     key (a committed part's, or the output's), which becomes visible only once the upload completes.
     """
 
-    def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None):
+    def __init__(self, out: str | os.PathLike, fs: pafs.FileSystem | None = None,
+                 fence: Callable[[], None] | None = None):
         self.fs = fs or local_fs()
         self.out = str(out)
         self.root = _join(self.out, META_DIR, STAGING_DIR)
         self.local = isinstance(self.fs, pafs.LocalFileSystem)
         self.work_fs = self.fs if self.local else local_fs()  # where in-progress files are written
+        self.fence = fence or _unfenced  # proves the run still holds the lock (WriterLock.check) before a change
         self._work_dir: str | None = None
+        self._tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # in-progress names of this run's own
 
     def shard_dir(self, rel: str) -> str:
         return _join(self.root, rel + PARTS_SUFFIX)
@@ -284,7 +416,9 @@ class Staging:
             path = os.path.join(self._work_dir, rel + PARTS_SUFFIX, name + INPROGRESS)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             return path
-        path = _join(self.shard_dir(rel), name + INPROGRESS)
+        # a name of this run's own: a run that lost the lock and did not know it yet never opens (truncates) the
+        # file the new holder is writing
+        path = _join(self.shard_dir(rel), f"{name}.{self._tag}{INPROGRESS}")
         self.fs.create_dir(self.shard_dir(rel), recursive=True)
         return path
 
@@ -296,6 +430,7 @@ class Staging:
         return done
 
     def _place(self, tmp: str, final: str) -> None:
+        self.fence()
         if self.local:
             self.fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
             self.fs.move(tmp, final)
@@ -311,6 +446,7 @@ class Staging:
         self._place(tmp, _join(self.out, rel))
 
     def discard(self, rel: str) -> None:
+        self.fence()
         if _exists(self.fs, self.shard_dir(rel)):
             _delete_dir(self.fs, self.shard_dir(rel))
 
@@ -318,6 +454,7 @@ class Staging:
         """Remove what killed runs left: in-progress files, the staging of shards not in ``keep`` (the unfinished
         shards whose committed parts a resume reuses), and the pre-``_docscore`` layout's ``_parts`` folder and
         ``*.parquet.tmp`` files beside the outputs. Returns the paths removed."""
+        self.fence()
         removed = []
         if _exists(self.fs, self.root):
             for info in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True)):
@@ -345,6 +482,7 @@ class Staging:
         return removed
 
     def remove_all(self) -> None:
+        self.fence()
         if _exists(self.fs, self.root):
             _delete_dir(self.fs, self.root)
 
@@ -356,6 +494,10 @@ class Staging:
 
             shutil.rmtree(self._work_dir, ignore_errors=True)
             self._work_dir = None
+
+
+def _unfenced() -> None:
+    """No lock to prove (a Staging used on its own, e.g. by tests)."""
 
 
 def _clean_work_dirs() -> list[str]:

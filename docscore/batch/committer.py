@@ -36,6 +36,10 @@ The protocol, and why it survives a kill at any point:
 - **One writer.** ``OUT/_docscore/lock.json`` is an exclusive create (``O_EXCL`` on a disk, a conditional PUT
   ``If-None-Match: *`` on S3), refreshed by a heartbeat and taken over when its owner is dead
   (:class:`~docscore.batch.commit.WriterLock`).
+- **Fenced.** Every step that changes ``OUT`` (a part, an output, a journal event, the manifest, the summary,
+  ``_SUCCESS``, removing staging) first proves the run still holds the lock (it reads the lock and compares its
+  token). A run that was taken over (paused past the stale limit) stops at its next step with
+  :class:`~docscore.errors.LockLostError` and changes nothing more: its leftovers are the new holder's to clean.
 - **Nothing half-written is data.** Everything besides the outputs starts with ``_`` (Spark, Hive and
   ``pyarrow.dataset`` skip it) and no staged name ends in ``.parquet`` (the ``**/*.parquet`` globs of polars and
   DuckDB never count it). Each run first removes what killed runs left (:class:`~docscore.batch.commit.Staging`).
@@ -63,7 +67,7 @@ from docscore.batch.options import ScoreOptions
 from docscore.batch.policy import record_failure
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
-from docscore.errors import InputDataError, OutputError
+from docscore.errors import InputDataError, LockLostError, OutputError
 from docscore.storage import Location
 
 if TYPE_CHECKING:
@@ -176,7 +180,8 @@ class OutputCommitter:
     def open_manifest(self, bundle: dict, options: dict, overwrite: bool) -> RunState:
         """Load (or create) the run manifest, invalidate ``_SUCCESS`` and remove what killed runs left; the
         committed parts of unfinished shards are kept for the resume."""
-        self.state = RunState.open(self.out, bundle, options, overwrite)
+        self.state = RunState.open(self.out, bundle, options, overwrite, fence=self._fence)
+        self._fence()
         storage.delete(self.out.fs, self.out.join(SUCCESS))
         self.cleaned = len(self.state.staging.clean(
             keep={rel for rel, e in self.state.shards.items() if e.get("status") == "pending"}))
@@ -193,16 +198,34 @@ class OutputCommitter:
         if all(state.shards.get(s.rel, {}).get("status") == "done" for s in shards):
             state.staging.remove_all()
             if self.summary.ok:
+                self._fence()
                 storage.write_bytes(self.out.fs, self.out.join(SUCCESS), b"")
 
     def record_state(self) -> None:
         """Fold the journal into the manifest and write the summary (each one whole object / one rename)."""
         self.state.compact()
+        self._fence()
         write_json_atomic(self.out.join(SUMMARY), self.summary.to_dict(), self.out.fs)
+
+    def lost_error(self) -> LockLostError | None:
+        """The error to raise when this run lost its lock (the heartbeat saw it, or the lock says so now), else
+        None: an I/O error after a takeover (the new holder cleaned this run's staging) is the loss, not the disk."""
+        try:
+            self._fence()
+        except LockLostError as e:
+            return e
+        except OSError:
+            pass
+        return None
+
+    def _fence(self, read: bool = True) -> None:
+        """Prove this run still holds the output's lock (:meth:`WriterLock.check`); raises LockLostError."""
+        if self._lock is not None:
+            self._lock.check(read)
 
     def close(self) -> None:
         """Drop the shard in progress (a rerun redoes it), remove the local folder of files being written (object
-        stores) and release the lock."""
+        stores) and release the lock (if it is still this run's)."""
         self.abort()
         if self.state is not None:
             self.state.close()
@@ -223,6 +246,7 @@ class OutputCommitter:
 
     def write(self, table: pa.Table, stats: WindowStats | None = None) -> None:
         """Append scored rows (in input order, any number of rows) to the part being written."""
+        self._fence(read=False)  # the heartbeat saw another holder: stop now, not at the end of the part
         if table.num_rows:
             self._pending.append(table)
             self._pending_rows += table.num_rows
@@ -238,6 +262,7 @@ class OutputCommitter:
         plan = self._plan
         if part != self._part:
             raise RuntimeError(f"{plan.shard.rel}: part {part} committed while part {self._part} is being written")
+        self._fence()  # before its last rows are even written
         with self._naming_file():
             if self._pending_rows:
                 self._flush(self._pending_rows)
@@ -293,7 +318,8 @@ class OutputCommitter:
                 self._writer.close()
             except Exception:  # noqa: BLE001 - the file is being thrown away
                 pass
-        if self._tmp is not None:
+        # after a takeover, a file in OUT's staging is left for the new holder (its clean-up removes it)
+        if self._tmp is not None and not (self._lock is not None and self._lock.lost and self.state.staging.local):
             try:
                 self.state.staging.work_fs.delete_file(self._tmp)
             except OSError:
@@ -304,6 +330,7 @@ class OutputCommitter:
     # --- files --------------------------------------------------------------------------------------------------
 
     def _open(self) -> None:
+        self._fence(read=False)
         staging = self.state.staging
         self._tmp = staging.inprogress(self._plan.shard.rel, f"part-{self._part:05d}")
         self._writer = pq.ParquetWriter(self._tmp, self._plan.schema, filesystem=staging.work_fs)

@@ -33,7 +33,7 @@ from docscore.batch.policy import account, handle_deleted, plan_shards
 from docscore.batch.scorer import Prepared, Scorer, WindowStats
 from docscore.batch.windows import cut_windows
 from docscore.bundle import Bundle, load_bundle_uri
-from docscore.errors import OutputError
+from docscore.errors import LockLostError, OutputError
 from docscore.storage import resolve
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,9 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
         load_scorer: load the ONNX session here (False where only remote workers can, e.g. a CUDA cluster).
 
     Raises:
-        LockHeldError: another run holds the output. OutputError: the output cannot be written (read-only,
-        permissions, full disk); a rerun resumes.
+        LockHeldError: another run holds the output. LockLostError: another run took the lock over meanwhile
+        (this run was paused past the stale limit); nothing more was published. OutputError: the output cannot be
+        written (read-only, permissions, full disk); a rerun resumes.
     """
     t0 = time.perf_counter()
     progress = progress or Progress()
@@ -194,7 +195,7 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
     try:
         return _run_locked(shards, bundle, committer, options, progress, execute, load_scorer, t0)
     except OSError as e:
-        raise OutputError.from_os(e, path=None if out.is_local else out.uri) from e
+        raise (committer.lost_error() or OutputError.from_os(e, path=None if out.is_local else out.uri)) from e
     finally:
         committer.close()
 
@@ -219,22 +220,23 @@ def _run_locked(shards, bundle: Bundle, committer: OutputCommitter, options: Sco
         if shard not in todo:
             progress.file_done(shard.rel, "skipped" if state.shards.get(shard.rel, {}).get("status") == "done"
                                else "failed")
-    failed = False
+    failure: BaseException | None = None
     try:
         if todo:
             execute(scorer, committer, todo)
-    except BaseException:
-        failed = True
+    except BaseException as e:
+        failure = e
         raise
     finally:
-        try:
-            account(shards, state, summary)
-            summary.wall_s = time.perf_counter() - t0
-            committer.record_state()
-        except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
-            if not failed:
-                raise
-            log.info("could not record the run's state in %s either: %s", out, e)
+        if not isinstance(failure, LockLostError):  # a run that lost the lock records nothing more
+            try:
+                account(shards, state, summary)
+                summary.wall_s = time.perf_counter() - t0
+                committer.record_state()  # fenced: after a loss it raises LockLostError instead
+            except OSError as e:  # e.g. the disk that failed the run is still full: keep the first error
+                if failure is None:
+                    raise
+                log.info("could not record the run's state in %s either: %s", out, e)
     committer.commit_job(shards)
     for problem in summary.problems:
         log.warning("%s: %s", out, problem)

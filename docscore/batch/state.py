@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from typing import Callable
 
 import pyarrow.fs as pafs
 
@@ -57,12 +58,14 @@ def write_json_atomic(path: str | os.PathLike, data: dict, fs: pafs.FileSystem |
 class RunState:
     """The manifest of one output directory, loaded (and checked) or created."""
 
-    def __init__(self, out: Location, header: dict, shards: dict[str, dict], journal_seq: int = 0):
+    def __init__(self, out: Location, header: dict, shards: dict[str, dict], journal_seq: int = 0,
+                 fence: Callable[[], None] | None = None):
         self.out = out
         self.fs = out.fs
         self.header = header
         self.shards = shards
-        self.staging = Staging(out.path, out.fs)
+        self.fence = fence or (lambda: None)  # proves the run still holds the lock (WriterLock.check)
+        self.staging = Staging(out.path, out.fs, fence)
         self._journal = None
         self._seq = journal_seq  # object stores: the next journal event's number
 
@@ -74,13 +77,19 @@ class RunState:
         return storage.is_file(self.fs, self.path(rel))
 
     @classmethod
-    def open(cls, out: Location, bundle: dict, options: dict, overwrite: bool) -> "RunState":
+    def open(cls, out: Location, bundle: dict, options: dict, overwrite: bool,
+             fence: Callable[[], None] | None = None) -> "RunState":
         """Load the manifest of ``out`` and refuse a different bundle or options (unless ``overwrite``, which
-        discards the earlier outputs); create a fresh one when there is none."""
+        discards the earlier outputs); create a fresh one when there is none.
+
+        Args:
+            fence: called before every write to ``out`` (the journal, the manifest, removals): raises when the run
+                no longer holds the output's lock (:meth:`~docscore.batch.commit.WriterLock.check`).
+        """
         out.fs.create_dir(out.path, recursive=True)
         header = {"format": RUN_FORMAT, "bundle": bundle, "options": options}
         if storage.is_file(out.fs, out.join(RUN_MANIFEST)):
-            old = cls._load(out)
+            old = cls._load(out, fence)
             problems = []
             if old.header.get("bundle", {}).get("sha256") != bundle["sha256"]:
                 problems.append(f"the bundle changed (sha256 {old.header.get('bundle', {}).get('sha256', '?')[:12]} "
@@ -106,12 +115,12 @@ class RunState:
         elif not overwrite and _any_parquet(out):
             raise ConfigError(f"{out} already holds Parquet files but no {RUN_MANIFEST}; "
                               "pick an empty --output directory or pass --overwrite")
-        state = cls(out, header, {})
+        state = cls(out, header, {}, fence=fence)
         state.compact()
         return state
 
     @classmethod
-    def _load(cls, out: Location) -> "RunState":
+    def _load(cls, out: Location, fence: Callable[[], None] | None = None) -> "RunState":
         try:
             data = json.loads(storage.read_bytes(out.fs, out.join(RUN_MANIFEST)))
         except (OSError, ValueError, TypeError) as e:
@@ -132,11 +141,12 @@ class RunState:
             else:
                 shards[event["rel"]] = event["entry"]
         header = {k: v for k, v in data.items() if k != "shards"}
-        return cls(out, header, shards, seq)
+        return cls(out, header, shards, seq, fence)
 
     def record(self, rel: str, entry: dict | None) -> None:
         """Set a shard's entry (``None`` removes it) and append it to the journal (flushed, or one whole object
         on an object store: it survives the process being killed)."""
+        self.fence()
         if entry is None:
             self.shards.pop(rel, None)
         else:
@@ -154,10 +164,12 @@ class RunState:
 
     def compact(self) -> None:
         """Rewrite the manifest with every shard and empty the journal (replaying it again is harmless)."""
+        self.fence()
         write_json_atomic(self.out.join(RUN_MANIFEST), {**self.header, "shards": self.shards}, self.fs)
         if self._journal is not None:
             self._journal.close()
             self._journal = None
+        self.fence()  # a new holder's journal is never emptied by a run that lost the lock meanwhile
         storage.delete(self.fs, self.out.join(JOURNAL))
         for path in _journal_objects(self.out):  # oldest first: a kill leaves a suffix, which replays harmlessly
             storage.delete(self.fs, path)
@@ -170,6 +182,7 @@ class RunState:
 
     def discard(self, rel: str) -> None:
         """Remove a shard's output and committed parts."""
+        self.fence()
         storage.delete(self.fs, self.path(rel))
         self.staging.discard(rel)
         self.shards.pop(rel, None)
@@ -180,6 +193,7 @@ class RunState:
         self.record(rel, None)
 
     def discard_all(self) -> None:
+        self.fence()
         for rel in list(self.shards):
             self.discard(rel)
         self.staging.remove_all()
