@@ -33,10 +33,27 @@ def test_forward_every_architecture(arch, hf_tokenizer):
 def test_pooling_and_problem_types(pooling, problem_type, hf_tokenizer):
     labels = ("value",) if problem_type == "regression" else ("a", "b", "c", "d")
     model = build_tiny_model("bert", pooling, problem_type, labels, hidden_dim=16 if pooling == "cls" else None)
+    model.eval()
     enc = hf_tokenizer(TEXTS, padding=True, return_tensors="pt")
     with torch.no_grad():
         logits = model(**enc)
+        # by hand: the body's hidden states, pooled as named (mask-aware mean over real tokens only, the first
+        # token, or the body's pooler), then [linear -> GELU] -> linear; dropout is off in eval mode
+        hidden = model.body(**{k: enc[k] for k in model.input_names}).last_hidden_state  # (B, T, H)
+        mask = enc["attention_mask"]
+        if pooling == "mean":
+            pooled = torch.stack([hidden[b, mask[b].bool()].mean(0) for b in range(len(TEXTS))])
+        elif pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = model.body.pooler.activation(model.body.pooler.dense(hidden[:, 0]))
+        if pooling == "cls":  # built with a hidden layer
+            first = model.head.hidden[0]
+            pooled = torch.nn.functional.gelu(pooled @ first.weight.T + first.bias)
+        expected = pooled @ model.head.classifier.weight.T + model.head.classifier.bias  # (B, L)
     assert logits.shape == (2, len(labels))
+    torch.testing.assert_close(logits, expected, atol=1e-6, rtol=1e-5)  # fp32, summation order only
+    assert not torch.allclose(logits[0], logits[1])  # the two texts differ, so the check above can fail
 
 
 def test_mean_pool_ignores_padding():

@@ -32,10 +32,9 @@ def test_scoring_path_imports_neither_torch_nor_transformers(archive, bundle, tm
 
 
 def test_help_explains_every_option(capsys):
-    try:
+    with pytest.raises(SystemExit) as e:
         main(["score", "--help"])
-    except SystemExit:
-        pass
+    assert e.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--model", "--output", "--text-column", "--id-column", "--passthrough", "--device", "--variant",
                  "--threads", "--token-budget", "--long-docs", "--chunk-overlap", "--chunk-agg", "--overwrite",
@@ -93,3 +92,12 @@ def test_a_closed_stdout_pipe_keeps_the_runs_exit_code(archive, bundle, tmp_path
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert res.returncode == 0 and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr
     assert (tmp_path / "o" / "_SUCCESS").exists()
+
+
+def test_an_hdfs_output_is_refused_in_one_line(archive, bundle, tmp_path, capsys):
+    rc = main(["score", str(archive), "--model", str(bundle), "--output", "hdfs://127.0.0.1:1/scores",
+               "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    # refused either by pyarrow's HDFS client (no libhdfs/JVM) or, where it loads, by the lock's missing exclusive create
+    assert rc == 2 and len(err) == 1 and "hdfs://127.0.0.1/scores" in err[0], err
+    assert not (tmp_path / "scores").exists()

@@ -107,6 +107,25 @@ def test_outputs_are_the_same_bytes_whatever_the_engine_chunking(out, tmp_path, 
         "rows": 45, "parts": 5, "errors": 9, "columns": {"doc_id": "int64", "text": "string"}}
 
 
+def test_row_groups_hold_16384_rows_as_the_readme_says(tmp_path):
+    """The real constant (the test above shrinks it): 40,000 rows in one part fed in odd chunks."""
+    assert committer_mod.ROW_GROUP_ROWS == 16_384
+    out = storage.resolve(tmp_path / "out")
+    c = open_committer(out)
+    feed(c, plan("big.parquet", 40_000, checkpoint_rows=100_000), chunk=3_001)
+    c.close()
+    md = pq.ParquetFile(out.join("big.parquet")).metadata
+    assert [md.row_group(i).num_rows for i in range(md.num_row_groups)] == [16_384, 16_384, 7_232]
+
+
+def test_the_lock_defaults_are_the_documented_ones(tmp_path):
+    """README: the holder refreshes its heartbeat every 30 s; a lock from another host is stale after 10 minutes."""
+    from docscore.batch.commit import WriterLock
+
+    lock = WriterLock(tmp_path)
+    assert (lock.heartbeat_s, lock.stale_after_s) == (30.0, 600.0)
+
+
 def test_a_run_killed_after_two_parts_resumes_to_the_same_bytes(out, tmp_path):
     c = open_committer(out)
     feed(c, plan("a.parquet", 30, checkpoint_rows=10), chunk=4, stop_after_part=1)

@@ -247,7 +247,7 @@ def test_dead_address_fails_fast_with_a_clear_message(bundle, archive, tmp_path,
         score_files_ray([archive], bundle, tmp_path / "out", address="127.0.0.1:1", connect_timeout_s=5)
     rc = main(["score", str(archive), "--model", str(bundle), "--output", str(tmp_path / "out"), "--engine", "ray",
                "--ray-address", "127.0.0.1:1"])
-    assert rc != 0 and "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err
+    assert rc == 2 and "cannot reach a Ray cluster at 127.0.0.1:1" in capsys.readouterr().err  # DeviceError
     assert time.perf_counter() - t0 < 20
     assert not (tmp_path / "out").exists(), "nothing is written before Ray answers"
 

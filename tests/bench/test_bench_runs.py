@@ -92,13 +92,13 @@ def test_throughput_repeats_round_robin_and_reports_each_candidates_median(bundl
         assert r["docs"] == 12 and min(rounds) > 0  # every round scores every row (no resume of an earlier round)
     printed = capsys.readouterr()
     assert (printed.out + printed.err).count("round 3/3") == len(doc["results"])
-    assert main(["bench", "throughput", "--model", str(bundle), "--repeats", "0", "--out", str(tmp_path)]) != 0
+    assert main(["bench", "throughput", "--model", str(bundle), "--repeats", "0", "--out", str(tmp_path)]) == 2
 
 
 def test_throughput_refuses_max_length_above_the_bundle(bundle, tmp_path):
     rc = main(["bench", "throughput", "--model", str(bundle), "--max-length", "65", "--rows", "4",
                "--out", str(tmp_path)])
-    assert rc != 0 and not (tmp_path / "throughput.json").exists()
+    assert rc == 2 and not (tmp_path / "throughput.json").exists()
 
 
 def test_choose_shows_why(bundle, capsys, tmp_path, monkeypatch):

@@ -48,8 +48,9 @@ def test_export_passes_the_gate_with_symbolic_axes(tiny_bundle_factory, tiny_che
     fp32 = bundle.variants["fp32"]
     assert fp32["verified"] is True and fp32["parity"]["passed"]
     assert fp32["parity"]["data"]["rows"] == 120 and fp32["parity"]["token_ids"]["agreement"] == 1.0
-    assert fp32["parity"]["data"]["max_abs_logit_diff"] < 1e-4
-    assert fp32["parity"]["sweep"]["max_abs_logit_diff"] < 1e-4
+    # the gate allows 1e-4; float32 reassociation across kernels stays far below it (README: ~1e-6)
+    assert fp32["parity"]["data"]["max_abs_logit_diff"] < 1e-5
+    assert fp32["parity"]["sweep"]["max_abs_logit_diff"] < 1e-5
     assert [1, 1] in fp32["parity"]["sweep_shapes"] and [1, 64] in fp32["parity"]["sweep_shapes"]
     if arch == "bert":
         assert "token_type_ids" in spec.input_names  # bodies with token types keep the input
@@ -107,14 +108,13 @@ def test_int8_is_judged_on_label_agreement(tiny_checkpoint_factory, tmp_path):
     assert int8["runtime"] == "openvino" and int8["file"] == "model.int8.xml"
     assert int8["parity"]["data"]["rows_within_tolerance"] is None  # logits are not gated for int8
     agreement = int8["parity"]["data"]["label_agreement"]
-    assert 0.9 <= agreement
+    assert 0.9 <= agreement < 1.0  # measured: the tiny body's near-ties flip a few labels, so the refusal below runs
     assert int8["size_bytes"] < load_bundle(out).variants["optimized"]["size_bytes"]
-    if agreement < 1.0:
-        strict = tmp_path / "strict"
-        with pytest.raises(ParityError, match="int8: data: label agreement"):
-            export_bundle(ckpt, ExportOptions(output=strict, optimize=True, quantize="int8",
-                                              tolerances={"int8": {"min_label_agreement": 1.0}}))
-        assert not strict.exists() and _leftovers(strict) == []
+    strict = tmp_path / "strict"
+    with pytest.raises(ParityError, match="int8: data: label agreement"):
+        export_bundle(ckpt, ExportOptions(output=strict, optimize=True, quantize="int8",
+                                          tolerances={"int8": {"min_label_agreement": 1.0}}))
+    assert not strict.exists() and _leftovers(strict) == []
 
 
 def test_fp16_without_cuda_is_kept_unverified(tiny_bundle_factory):

@@ -74,7 +74,7 @@ def test_minilm_exports_optimized_and_int8_through_the_gate(minilm_bundle, minil
     bundle = load_bundle(out)
     v = bundle.variants
     assert all(v[name]["verified"] for name in CPU_VARIANTS)
-    assert v["fp32"]["parity"]["data"]["max_abs_logit_diff"] < 1e-4
+    assert v["fp32"]["parity"]["data"]["max_abs_logit_diff"] < 1e-5  # README: ~1e-6 on MiniLM (gate: 1e-4)
     # The legacy + eager graph is the one the ORT optimizer fuses fully.
     assert v["optimized"]["fusions"]["Attention"] == 6 and v["optimized"]["fusions"]["EmbedLayerNormalization"] == 1
     assert v["int8"]["parity"]["data"]["label_agreement"] >= 0.99
@@ -142,7 +142,7 @@ def test_minilm_scores_are_bit_identical_however_scored(minilm_bundle, tmp_path)
         assert resumed == (ref / "a.parquet").read_bytes(), variant
     fp32, int8 = values(refs["fp32"]), values(refs["int8"])
     agree = sum(a == b for a, b in zip(fp32.column("label").to_pylist(), int8.column("label").to_pylist()))
-    assert agree >= 0.95 * len(texts)  # a handful of 65 texts; the gate holds 99 % on its own 120
+    assert agree >= 0.99 * len(texts)  # the README's 99 % label agreement, on texts the gate never saw
 
     pytest.importorskip("ray")
     from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray

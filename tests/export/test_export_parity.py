@@ -44,7 +44,8 @@ def test_compare_reports_abs_rel_prob_and_agreement():
     assert m["max_rel_logit_diff"] == pytest.approx(1.2, abs=1e-5)  # 0.6 / 0.5
     assert m["label_agreement"] == 0.5
     assert m["rows_within_tolerance"] == 0.0
-    assert 0 < m["max_prob_diff"] < 1
+    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
+    assert m["max_prob_diff"] == pytest.approx(np.abs(softmax(ref) - softmax(out)).max(), abs=1e-6)
 
 
 def test_regression_agreement_uses_a_band_of_the_output_range():
