@@ -44,13 +44,38 @@ class ClassificationHead(nn.Module):
         return self.classifier(self.hidden(self.dropout(pooled)))
 
 
-def body_input_names(body: nn.Module) -> tuple[str, ...]:
-    """The inputs the body really uses: ``token_type_ids`` only if it accepts it and has a type vocabulary."""
+def forward_input_names(forward, config) -> tuple[str, ...]:
+    """The inputs a model's ``forward`` really uses: ``token_type_ids`` only if it accepts it and the config
+    has a type vocabulary."""
     names = ["input_ids", "attention_mask"]
-    params = inspect.signature(body.forward).parameters
-    if "token_type_ids" in params and getattr(body.config, "type_vocab_size", 0) > 0:
+    params = inspect.signature(forward).parameters
+    if "token_type_ids" in params and (getattr(config, "type_vocab_size", 0) or 0) > 0:
         names.append("token_type_ids")
     return tuple(names)
+
+
+def body_input_names(body: nn.Module) -> tuple[str, ...]:
+    """The inputs the body really uses: ``token_type_ids`` only if it accepts it and has a type vocabulary."""
+    return forward_input_names(body.forward, body.config)
+
+
+def max_positions(config) -> int | None:
+    """Tokens the body's position embeddings can take (RoBERTa-style bodies offset positions by pad + 1)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if n and getattr(config, "model_type", "") in ("roberta", "xlm-roberta"):
+        n -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+    return n
+
+
+def default_max_length(config, tokenizer) -> int:
+    """The tokenizer's ``model_max_length`` (what ``pipeline()`` truncates at), within the body's positions: the
+    ``max_length`` of a model that was not trained by docscore."""
+    positions = max_positions(config)
+    n = int(tokenizer.model_max_length) if tokenizer.model_max_length < 1_000_000 else None
+    length = min(x for x in (n, positions, 1_000_000) if x)
+    if n is None:
+        log.info("the tokenizer sets no model_max_length; using the body's %s positions", length)
+    return length
 
 
 def has_pooler(body: nn.Module) -> bool:
@@ -121,7 +146,36 @@ class DocClassifier(nn.Module):
             pooled = out.last_hidden_state[:, 0]  # (B, H)
         else:
             pooled = mean_pool(out.last_hidden_state, attention_mask)  # (B, H)
+        if self.head_config.normalize:
+            pooled = nn.functional.normalize(pooled, p=2.0, dim=-1)  # (B, H), as sentence-transformers' Normalize
         return self.head(pooled)  # (B, num_labels)
+
+
+class TransformersClassifier(nn.Module):
+    """A ``transformers`` ``*ForSequenceClassification`` model, head and all, behind the model contract the
+    exporter and the parity gate use: ``forward(input_ids, attention_mask, token_type_ids=None)`` returns the
+    model's own logits ``(B, L)``. Nothing of the architecture's head is re-implemented.
+
+    Args:
+        model: the model as ``AutoModelForSequenceClassification`` loads it (kept as ``body``, where the exporter
+            looks for the config and the attention switch).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.body = model
+        self.input_names = body_input_names(model)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T) int64
+        attention_mask: torch.Tensor,  # (B, T) int64, 1 = real token
+        token_type_ids: torch.Tensor | None = None,  # (B, T) int64, only for architectures that use it
+    ) -> torch.Tensor:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None and "token_type_ids" in self.input_names:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.body(**kwargs).logits  # (B, num_labels)
 
 
 def embedded_body_path() -> str:

@@ -26,6 +26,8 @@ class HeadConfig:
             token) or ``pooler`` (the body's pooler output; only bodies that have a trained pooler).
         dropout: dropout before each linear layer, active in training only.
         hidden_dim: size of an optional hidden layer; ``None`` means pooled → linear directly.
+        normalize: L2-normalise the pooled vector before the head (a SetFit head was fitted on normalised
+            sentence-transformers embeddings).
     """
 
     labels: tuple[str, ...]
@@ -33,6 +35,7 @@ class HeadConfig:
     pooling: str = "mean"  # mean: safe for bodies without a trained pooler (sentence-transformers)
     dropout: float = 0.1  # the seed's value
     hidden_dim: int | None = None  # None: pooled -> linear, as in the seed
+    normalize: bool = False  # True: unit-length pooled vector, like sentence-transformers' Normalize module
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
@@ -129,6 +132,7 @@ def spec_differences(bundle: ModelSpec, checkpoint: ModelSpec, *, max_length_ove
         "problem_type": (bundle.head.problem_type, checkpoint.head.problem_type),
         "pooling": (bundle.head.pooling, checkpoint.head.pooling),
         "hidden_dim": (bundle.head.hidden_dim, checkpoint.head.hidden_dim),
+        "normalize": (bundle.head.normalize, checkpoint.head.normalize),
         "input_names": (list(bundle.input_names), list(checkpoint.input_names)),
     }
     if bundle.max_length != max_length_override:

@@ -11,13 +11,16 @@ import sys
 def register(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
         name,
-        help="export a checkpoint to a verified ONNX bundle",
+        help="export a checkpoint or a Hugging Face sequence classifier to a verified ONNX bundle",
         description="Export body + head to one ONNX graph with dynamic batch and sequence axes, write the bundle "
         "(model variants, tokenizer.json, docscore.json manifest) and gate every variant on end-to-end parity with "
         "PyTorch. A failed gate exits non-zero (3) and writes nothing.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint directory from `docscore train`")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="checkpoint directory from `docscore train` or `docscore import`, or a Hugging Face "
+                   "*ForSequenceClassification folder (BERT, DistilBERT, RoBERTa/XLM-R, ELECTRA, DeBERTa-v2, "
+                   "ModernBERT), exported with its own head and gated against transformers")
     p.add_argument("--output", "-o", required=True,
                    help="bundle directory (an existing bundle there is replaced), or a URI (s3://models/bundle: "
                    "exported to a local temporary directory, then uploaded with docscore.json last; the endpoint "

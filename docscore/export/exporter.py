@@ -27,6 +27,7 @@ from docscore.batch.choose import SPEED_BATCH, cpu_signature, measure
 from docscore.batch.plan import padded_length
 from docscore.export.invariance import check_invariance
 from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
+from docscore.export.source import SourceModel, open_source
 from docscore.runtime import encodings_to_feed
 
 log = logging.getLogger(__name__)
@@ -79,14 +80,6 @@ BODY_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_h
               "n_layers", "n_heads", "hidden_dim")
 
 
-def _max_positions(body_config) -> int | None:
-    n = getattr(body_config, "max_position_embeddings", None)
-    # RoBERTa-style bodies offset positions by padding_idx + 1.
-    if n and getattr(body_config, "model_type", "") in ("roberta", "xlm-roberta"):
-        n -= int(getattr(body_config, "pad_token_id", 1) or 0) + 1
-    return n
-
-
 def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu",
           runtime: str = "onnxruntime", precision: str = "f32") -> dict:
     from docscore.batch.engine import open_engine
@@ -118,19 +111,22 @@ def _variant_entry(name: str, files: list[str], bundle_dir: Path, **extra) -> di
     return entry
 
 
-def load_reference_model(checkpoint_dir, max_length: int, attention: str):
-    """The checkpoint as a user loads it, in the mode the bundle was exported in: the PyTorch side of parity."""
-    from docscore.checkpoint import load_checkpoint
+def load_reference_model(source: SourceModel | str | os.PathLike, max_length: int, attention: str):
+    """The model as a user loads it (docscore's checkpoint loader, or ``transformers`` itself for a Hugging Face
+    folder), in the mode the bundle was exported in: the PyTorch side of parity."""
     from docscore.export import graph
 
-    model = load_checkpoint(checkpoint_dir)[0]
+    if not isinstance(source, SourceModel):
+        source = open_source(source)
+    model = source.load_model()
     prepare_body(model, max_length)
     graph.set_attention(model, attention)
     return model
 
 
 def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> Path:
-    """Export a checkpoint to a verified bundle at ``options.output``.
+    """Export a checkpoint — or a Hugging Face ``*ForSequenceClassification`` folder, as ``transformers`` defines
+    it (see :mod:`docscore.export.source`) — to a verified bundle at ``options.output``.
 
     Raises:
         ParityError: a variant failed its gate (or the graph's axes are not dynamic); nothing was written.
@@ -140,7 +136,6 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     Returns:
         the bundle directory.
     """
-    from docscore.checkpoint import load_checkpoint
     from docscore.export import graph, variants
     from docscore.export.tokenizer import write_bundle_tokenizer
 
@@ -155,10 +150,12 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     if options.calibration_data is not None:  # read before any export work: a bad file fails fast
         calibration_texts, calibration_source = _texts(options.calibration_data, options.text_column,
                                                        options.calibration_rows)
-    model, hf_tokenizer, spec, ckpt_config = load_checkpoint(checkpoint_dir)
-    ckpt_max_length = spec.max_length
+    model_source = open_source(checkpoint_dir)  # refuses what it cannot export before anything is loaded or written
+    model, hf_tokenizer, spec = model_source.load_model(), model_source.load_tokenizer(), model_source.spec
     if options.max_length is not None:
-        limit = _max_positions(model.body.config)
+        from docscore.model import max_positions
+
+        limit = max_positions(model.body.config)
         if limit and options.max_length > limit:
             raise ConfigError(f"max_length {options.max_length} exceeds the body's {limit} positions")
         if options.max_length > spec.max_length:
@@ -192,7 +189,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         # The reference is the model a user would load fresh, not the traced instance: tracing can change a
         # body's state (BigBird switches its attention type in place on a short batch).
         del model
-        model = load_reference_model(checkpoint_dir, spec.max_length, options.attention)
+        model = load_reference_model(model_source, spec.max_length, options.attention)
         reference = build_reference(model, hf_tokenizer, bundle_tok, texts, input_names=spec.input_names,
                                     pad_id=tok_info["pad_id"], max_length=spec.max_length,
                                     problem_type=spec.head.problem_type, batch_size=options.batch_size,
@@ -235,7 +232,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         if options.optimize and not failed:
             t = time.perf_counter()
             files, info = variants.optimize(fp32_path, tmp / variants.FILE_NAMES["optimized"],
-                                            body_config=ckpt_config["body_config"], external=external,
+                                            body_config=model_source.body_config, external=external,
                                             scratch=scratch)
             timings["optimize_s"] = round(time.perf_counter() - t, 3)
             gate("optimized", files, source="fp32", **info)
@@ -308,10 +305,9 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
                 "external_data": bool(external),
                 "io": exported["io"],
                 "versions": versions(),
-                "body": {k: ckpt_config["body_config"].get(k) for k in BODY_FACTS
-                         if ckpt_config["body_config"].get(k) is not None},
-                "checkpoint": {"path": str(Path(checkpoint_dir).absolute()), "max_length": ckpt_max_length,
-                               "weights_sha256": sha256_file(Path(checkpoint_dir) / "model.safetensors")},
+                "body": {k: model_source.body_config.get(k) for k in BODY_FACTS
+                         if model_source.body_config.get(k) is not None},
+                "checkpoint": model_source.describe(),
                 "gate": {"policy": GATE_POLICY, "data": source, "texts": len(texts)},
                 "timings": timings,
                 "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),

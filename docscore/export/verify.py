@@ -19,7 +19,7 @@ from docscore.bundle import (DIGEST_KEY, TOKENIZER_NAME, Bundle, check_digest, c
                              reseal_manifest, sha256_file)
 from docscore.errors import BundleError, ParityError
 from docscore.export.options import DEFAULT_TOLERANCES, Tolerance
-from docscore.spec import ModelSpec, spec_differences
+from docscore.spec import spec_differences
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +127,10 @@ def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike |
 def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw) -> None:
     """Compare the checkpoint's spec with the bundle's and, when both agree and the bundle is intact, re-run
     every variant's parity gate against the freshly loaded checkpoint."""
-    from docscore.checkpoint import load_tokenizer, read_checkpoint_config
+    from docscore.export.source import open_source
 
-    ckpt_spec = ModelSpec.from_dict(read_checkpoint_config(checkpoint)["spec"])
+    source = open_source(checkpoint)  # a docscore checkpoint or a Hugging Face *ForSequenceClassification folder
+    ckpt_spec = source.spec
     export = bundle.manifest.get("export", {})
     diffs = spec_differences(bundle.spec, ckpt_spec, max_length_override=export.get("max_length_override"))
     report["checks"]["checkpoint_spec"] = _check(
@@ -142,7 +143,7 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
             v["checks"]["parity"] = _check("skipped", f"not re-run: {why}", source="skipped")
         return
     recorded = export.get("checkpoint", {}).get("weights_sha256")
-    if recorded and recorded != sha256_file(Path(checkpoint) / "model.safetensors"):
+    if recorded and recorded != sha256_file(source.weights):
         log.warning("checkpoint weights differ from those the bundle was exported from; parity will tell")
 
     from docscore.export.exporter import _cuda_available, _gate, _texts, load_reference_model
@@ -150,13 +151,13 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
     from docscore.export.parity import build_reference, summarize
 
     spec = bundle.spec
-    hf_tokenizer = load_tokenizer(checkpoint)
-    model = load_reference_model(checkpoint, spec.max_length, export.get("attention_requested", "eager"))
-    texts, source = _texts(Path(data) if data else None, kw["text_column"], kw["verify_rows"])
+    hf_tokenizer = source.load_tokenizer()
+    model = load_reference_model(source, spec.max_length, export.get("attention_requested", "eager"))
+    texts, data_source = _texts(Path(data) if data else None, kw["text_column"], kw["verify_rows"])
     reference = build_reference(model, hf_tokenizer, bundle.tokenizer(truncate=True), texts,
                                 input_names=spec.input_names, pad_id=bundle.pad_id, max_length=spec.max_length,
                                 problem_type=spec.head.problem_type, batch_size=kw["batch_size"],
-                                trace_shape=tuple(export.get("trace_shape", (2, 13))), data_source=source)
+                                trace_shape=tuple(export.get("trace_shape", (2, 13))), data_source=data_source)
     for name, entry in bundle.variants.items():
         v = report["variants"][name]
         recorded_tol = (entry.get("parity") or {}).get("tolerance")
