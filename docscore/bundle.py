@@ -300,7 +300,11 @@ def read_manifest(bundle_dir: str | os.PathLike) -> dict:
     if not Path(bundle_dir).is_dir():
         raise BundleError(f"bundle directory {bundle_dir} does not exist; run `docscore export-onnx` first")
     if not path.is_file():
-        raise BundleError(f"{bundle_dir} is not a docscore bundle: {MANIFEST_NAME} is missing")
+        if (Path(bundle_dir) / "config.json").is_file():  # a checkpoint or a Hugging Face model folder
+            raise BundleError(f"{bundle_dir} is a model folder, not a bundle: score and verify read a bundle; run "
+                              f"`docscore export-onnx {bundle_dir} --output BUNDLE` first, then pass --model BUNDLE")
+        raise BundleError(f"{bundle_dir} is not a docscore bundle: {MANIFEST_NAME} is missing; run "
+                          "`docscore export-onnx CHECKPOINT --output BUNDLE` to make one")
     try:
         raw = path.read_text()
     except OSError as e:

@@ -13,14 +13,16 @@ import os
 from collections import Counter
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from docscore import storage
 from docscore.batch.commit import detect_change, stat_fingerprint
-from docscore.batch.inputs import Shard
+from docscore.batch.inputs import InputFile, Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.state import RunState
-from docscore.errors import DocscoreError, FailFastError, InputDataError
+from docscore.errors import ConfigError, DocscoreError, FailFastError, InputDataError
 from docscore.storage import has_scheme, resolve
 
 if TYPE_CHECKING:
@@ -96,6 +98,34 @@ def _exists(source: str, endpoint: str | None) -> bool:
         return storage.exists(loc.fs, loc.path)
     except (OSError, DocscoreError):
         return True
+
+
+def check_text_column(shards: list[Shard], text_column: str) -> None:
+    """Refuse a ``--text-column`` that no readable input file has (a typo, another team's schema) before the output
+    is touched: otherwise every file fails one by one. Reads footers only, up to the first file that has it.
+
+    Raises:
+        ConfigError: naming the column, how many files were looked at and their text-like columns.
+    """
+    found: dict[str, None] = {}
+    looked = 0
+    for shard in shards:
+        fs = shard.fs or pafs.LocalFileSystem()
+        try:
+            with fs.open_input_file(str(shard.path)) as f:
+                schema = InputFile(f, shard.partitions, [text_column]).schema
+        except (OSError, ValueError, pa.ArrowException):
+            continue  # an unreadable file is reported on its own
+        looked += 1
+        if text_column in schema.names:
+            return
+        for fld in schema:
+            if pa.types.is_string(fld.type) or pa.types.is_large_string(fld.type) or pa.types.is_binary(fld.type):
+                found[fld.name] = None
+    if looked:
+        hint = f"pass --text-column {next(iter(found))}" if found else "pass --text-column NAME"
+        raise ConfigError(f"--text-column {text_column!r} is in none of the {looked} input file(s); their text "
+                          f"columns: {', '.join(found) or 'none'}; {hint} (a struct field as parent.field)")
 
 
 def account(shards: list[Shard], state: RunState, summary: "RunSummary") -> None:

@@ -29,7 +29,7 @@ from docscore.batch.commit import DigestingFile
 from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, plan_shard, read_error
 from docscore.batch.inputs import InputFile, RowStream, Shard, discover
 from docscore.batch.options import ScoreOptions
-from docscore.batch.policy import account, handle_deleted, plan_shards
+from docscore.batch.policy import account, check_text_column, handle_deleted, plan_shards
 from docscore.batch.scorer import Prepared, Scorer, WindowStats
 from docscore.batch.windows import cut_windows
 from docscore.bundle import Bundle, load_bundle_uri
@@ -190,6 +190,7 @@ def run_shards(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: str
     shards = discover(inputs, exclude=out, endpoint=options.s3_endpoint)
     # a bad bundle is refused before the output is touched (no lock, no OUT/_docscore/ left behind)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle_uri(bundle, options.s3_endpoint)
+    check_text_column(shards, options.text_column)
     committer = OutputCommitter(out, options, progress)
     committer.setup_job()
     try:

@@ -101,3 +101,29 @@ def test_an_hdfs_output_is_refused_in_one_line(archive, bundle, tmp_path, capsys
     # refused either by pyarrow's HDFS client (no libhdfs/JVM) or, where it loads, by the lock's missing exclusive create
     assert rc == 2 and len(err) == 1 and "hdfs://127.0.0.1/scores" in err[0], err
     assert not (tmp_path / "scores").exists()
+
+
+def test_a_text_column_found_in_no_input_is_refused_in_one_line_leaving_nothing(bundle, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"doc_id": [1, 2], "content": ["a parcel", "a refund"]}), src / "a.parquet")
+    pq.write_table(pa.table({"doc_id": [3], "content": ["late"]}), src / "b.parquet")
+    out = tmp_path / "out"
+    rc = main(["score", str(src), "--model", str(bundle), "--output", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, captured
+    assert "--text-column 'text'" in err[0] and "content" in err[0] and "--text-column content" in err[0], err
+    assert not out.exists() and not captured.out
+
+
+def test_a_model_folder_given_as_model_names_the_export_command(bundle, tiny_checkpoint_factory, archive, tmp_path,
+                                                               capsys):
+    ckpt = tiny_checkpoint_factory()
+    rc = main(["score", str(archive), "--model", str(ckpt), "--output", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 4 and f"`docscore export-onnx {ckpt} --output BUNDLE`" in err
+    assert not (tmp_path / "o").exists()

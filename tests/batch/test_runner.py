@@ -90,9 +90,13 @@ def test_missing_text_column_is_reported_with_the_columns_present(bundle, opts, 
     src = tmp_path / "in"
     src.mkdir()
     pq.write_table(pa.table({"doc_id": [1], "body": ["x"]}), src / "x.parquet")
+    pq.write_table(make_table(5), src / "y.parquet")  # the column exists in the run: the odd file fails alone
     summary = score_files([src], bundle, tmp_path / "out", opts)
-    assert summary.files_failed == 1
+    assert summary.files_failed == 1 and summary.scored == ["y.parquet"]
     assert "['doc_id', 'body']" in summary.failed[0]["error"] and "x.parquet" in summary.failed[0]["error"]
+    with pytest.raises(ConfigError, match="--text-column 'text' is in none of the 1 input file"):
+        score_files([src / "x.parquet"], bundle, tmp_path / "out2", opts)  # in no file at all: refused up front
+    assert not (tmp_path / "out2").exists()
 
 
 def test_tampered_bundle_is_refused(bundle, opts, tmp_path, archive):
