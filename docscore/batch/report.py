@@ -51,9 +51,10 @@ def summarize(out: str | Path | Location, bins: int = 10, endpoint: str | None =
     """Label distribution, confidence and error counts over every finished output of ``out``.
 
     Returns:
-        ``{"files", "rows", "errors": {reason: n}, "labels": [{"label", "rows", "share", "mean_score",
-        "p10_score", "median_score"}], "confidence": [{"bin_low", "bin_high", "rows"}]}``; scores are the
-        predicted label's score (probability; for regression the predicted value, and no label rows); plus
+        ``{"files", "rows", "scored_rows", "error_rows", "errors": {reason: n}, "labels": [{"label", "rows",
+        "share", "mean_score", "p10_score", "median_score"}], "confidence": [{"bin_low", "bin_high", "rows"}]}``;
+        ``rows = scored_rows + error_rows``; label shares and the confidence bins are over the scored rows; scores
+        are the predicted label's score (probability; for regression the predicted value, and no label rows); plus
         ``"last_run"``: see :func:`last_run`.
     """
     import polars as pl
@@ -61,7 +62,8 @@ def summarize(out: str | Path | Location, bins: int = 10, endpoint: str | None =
     loc = _location(out, endpoint)
     files = output_files(loc)
     if not files:
-        return {"files": 0, "rows": 0, "errors": {}, "labels": [], "confidence": [], "last_run": last_run(loc)}
+        return {"files": 0, "rows": 0, "scored_rows": 0, "error_rows": 0, "errors": {}, "labels": [],
+                "confidence": [], "last_run": last_run(loc)}
     if loc.is_local:
         lf = pl.scan_parquet(files)
     else:  # polars reads the store through the same pyarrow file system (credentials from the same chain)
@@ -91,7 +93,9 @@ def summarize(out: str | Path | Location, bins: int = 10, endpoint: str | None =
     counts = dict(zip(conf["bin"].to_list(), conf["len"].to_list()))
     return {
         "files": len(files),
-        "rows": rows,
+        "rows": rows,  # = scored_rows + error_rows
+        "scored_rows": rows - sum(errors["len"].to_list()),
+        "error_rows": sum(errors["len"].to_list()),
         "errors": dict(zip(errors["error"].to_list(), errors["len"].to_list())),
         "labels": labels.select("label", "rows", "share", "mean_score", "p10_score", "median_score").to_dicts(),
         "confidence": [{"bin_low": edges[b], "bin_high": edges[b + 1], "rows": int(counts.get(b, 0))}

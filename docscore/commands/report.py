@@ -30,7 +30,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rep, indent=2))
         return 0
-    print(f"{rep['rows']:,} rows in {rep['files']} file(s)")
+    print(f"{rep['rows']:,} rows in {rep['files']} file(s): {rep['scored_rows']:,} scored, "
+          f"{rep['error_rows']:,} with a per-row error (shares below are of the scored rows)")
     if rep["labels"]:
         print(f"{'label':<24}{'rows':>10}{'share':>8}{'mean':>8}{'p10':>8}{'median':>8}")
         for r in rep["labels"]:

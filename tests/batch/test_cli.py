@@ -127,3 +127,24 @@ def test_a_model_folder_given_as_model_names_the_export_command(bundle, tiny_che
     err = capsys.readouterr().err
     assert rc == 4 and f"`docscore export-onnx {ckpt} --output BUNDLE`" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_report_counts_add_up_over_rows_with_errors(bundle, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "in"
+    src.mkdir()
+    texts = ["my parcel is late", None, "refund my order", "", "the app crashes", "charged twice"]
+    pq.write_table(pa.table({"doc_id": list(range(6)), "text": pa.array(texts, pa.string())}), src / "a.parquet")
+    out = tmp_path / "out"
+    assert main(["score", str(src), "--model", str(bundle), "--output", str(out), "--no-progress",
+                 "--max-error-rate", "1"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert (rep["rows"], rep["scored_rows"], rep["error_rows"]) == (6, 4, 2) and sum(rep["errors"].values()) == 2
+    assert sum(r["rows"] for r in rep["labels"]) == 4 and sum(b["rows"] for b in rep["confidence"]) == 4
+    assert abs(sum(r["share"] for r in rep["labels"]) - 1.0) < 1e-9
+    assert main(["report", str(out)]) == 0
+    assert "6 rows in 1 file(s): 4 scored, 2 with a per-row error" in capsys.readouterr().out
