@@ -20,7 +20,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-from docscore.bench.latency import body_dims, make_feed
+from docscore.bench.latency import make_feed
+from docscore.bench.variants import body_dims
 from docscore.bench.machine import machine_info, peak_for
 from docscore.bench.peaks import variant_precision
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token

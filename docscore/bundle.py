@@ -84,13 +84,6 @@ class Bundle:
         """One fingerprint for the whole bundle: the hash of its manifest (which lists every file's hash)."""
         return sha256_file(self.path / MANIFEST_NAME)
 
-    def default_variant(self, device: str = "cpu") -> str:
-        """The variant ``score`` runs without ``--variant``: the fastest verified, batch-invariant one that this
-        host can run, by measurement on this CPU (:mod:`docscore.batch.choose`)."""
-        from docscore.batch.choose import choose_variant
-
-        return choose_variant(self, device)
-
     def variant_path(self, name: str) -> Path:
         if name not in self.variants:
             raise BundleError(

@@ -10,6 +10,8 @@ Torch-free: a scoring host needs only ``onnxruntime``, ``tokenizers``, ``pyarrow
 - ``commit.py``: its building blocks: writer lock, staging no reader sees, input change detection (content
   digest computed while reading).
 - ``ray_engine.py``: the same scoring on Ray actors, which read inputs and the bundle themselves (paths or URIs).
+- ``summary.py``: :class:`RunSummary`, what a run did (counted by every engine and the committer), and
+  :class:`Progress`, the callbacks a front end passes in.
 - ``policy.py``: what a night does with new, unchanged, changed and deleted inputs, and its health figures.
 - ``inputs.py``: discovery (``_``/``.`` paths skipped), hive partition keys and nested fields as columns.
 - :func:`summarize` (``report.py``): label distribution and confidence of a finished run (``docscore report``).

@@ -71,7 +71,7 @@ from docscore.errors import InputDataError, LockLostError, OutputError
 from docscore.storage import Location
 
 if TYPE_CHECKING:
-    from docscore.batch.runner import Progress, RunSummary
+    from docscore.batch.summary import Progress, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class OutputCommitter:
     """
 
     def __init__(self, out: Location, options: ScoreOptions, progress: "Progress | None" = None):
-        from docscore.batch.runner import Progress
+        from docscore.batch.summary import Progress
 
         self.out = out
         self.options = options

@@ -26,7 +26,7 @@ from docscore.errors import ConfigError, DocscoreError, FailFastError, InputData
 from docscore.storage import has_scheme, resolve
 
 if TYPE_CHECKING:
-    from docscore.batch.runner import RunSummary
+    from docscore.batch.summary import RunSummary
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,8 @@ from docscore.batch.commit import file_digest
 from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, plan_shard
 from docscore.batch.inputs import InputFile, RowStream, Shard, hive_partitions
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import Progress, RunSummary, run_shards
+from docscore.batch.runner import run_shards
+from docscore.batch.summary import Progress, RunSummary
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.bundle import Bundle, load_bundle_uri
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError

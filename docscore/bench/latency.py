@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,6 +13,7 @@ from docscore.bench.machine import machine_info, peak_for
 from docscore.bench.peaks import variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token, percentiles
+from docscore.bench.variants import body_dims, cannot_run
 from docscore.bundle import load_bundle
 from docscore.runtime import create_session
 
@@ -86,18 +86,6 @@ def time_calls(fn: Callable[[], object], opts: LatencyOptions) -> list[float]:
     return samples
 
 
-def body_dims(bundle, checkpoint: str | None) -> tuple[int, int] | None:
-    """(hidden size, layers) for the attention FLOPs, from the bundle manifest or the checkpoint config."""
-    body = bundle.manifest.get("export", {}).get("body") or {}
-    if not body and checkpoint:
-        import json
-
-        body = json.loads((Path(checkpoint) / "config.json").read_text()).get("body_config", {})
-    hidden = body.get("hidden_size") or body.get("dim")
-    layers = body.get("num_hidden_layers") or body.get("n_layers")
-    return (int(hidden), int(layers)) if hidden and layers else None
-
-
 def _variant_call(bundle, variant: str, device: str, threads: int | None) -> Callable[[dict], object]:
     """One model call of a variant on its runtime: the raw ONNX Runtime session (no batch-of-one doubling), or the
     OpenVINO engine its manifest entry names."""
@@ -122,8 +110,6 @@ def run_latency(opts: LatencyOptions, progress: Callable[[str], None] | None = N
     linear = linear_flops_per_token(bundle.variant_path("fp32"))
     dims = body_dims(bundle, opts.checkpoint)
     doc["settings"]["flops_per_token_linear"] = linear
-    from docscore.bench.throughput import cannot_run
-
     doc["skipped"] = []
     variants = []
     for v in opts.variants or list(bundle.variants):

@@ -36,6 +36,7 @@ from docscore.bench.machine import machine_info, peak_for
 from docscore.bench.peaks import variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token
+from docscore.bench.variants import body_dims, cannot_run
 from docscore.bundle import Bundle, load_bundle
 from docscore.errors import ConfigError
 
@@ -127,23 +128,6 @@ def bench_bundle(path: str | os.PathLike, max_length: int | None = None, peers: 
         manifest["variants"][peer] = dict(entry, **overrides, peer=True, verified=False,
                                           note=f"benchmark peer: {source}'s file on another runtime, not gated")
     return Bundle(bundle.path, manifest)
-
-
-def cannot_run(bundle: Bundle, name: str, device: str) -> str | None:
-    """Why variant ``name`` cannot run on this host (no runtime, no native bf16, fp16 off CUDA), else ``None``."""
-    entry = bundle.variants[name]
-    if device == "cpu" and variant_precision(name, entry) == "fp16":
-        return "fp16 is for CUDA"
-    if entry.get("runtime", "onnxruntime") == "openvino":
-        from docscore import runtime_openvino
-
-        if device != "cpu":
-            return "OpenVINO variants run on the CPU only"
-        if not runtime_openvino.available():
-            return f"needs OpenVINO: {runtime_openvino.INSTALL_HINT}"
-        if entry.get("precision") == "bf16" and not runtime_openvino.native_bf16():
-            return "needs native bf16 (AVX512_BF16 or AMX); this CPU has none"
-    return None
 
 
 def _peak_rss_mib() -> float:
@@ -448,8 +432,6 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
                     threads_effective=opts.threads or machine["cores"])
     doc = new_run("throughput", machine, settings)
     doc["skipped"] = []
-    from docscore.bench.latency import body_dims
-
     linear = linear_flops_per_token(bundle.variant_path("fp32"))
     dims = body_dims(bundle, opts.checkpoint)
 

@@ -19,7 +19,7 @@ from docscore.batch.commit import WORK_PREFIX
 from docscore.batch.committer import OutputCommitter, ShardPlan
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import RunSummary
+from docscore.batch.summary import RunSummary
 from docscore.batch.state import RUN_MANIFEST, SUCCESS
 from docscore.errors import InputDataError, LockHeldError
 

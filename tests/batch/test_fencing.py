@@ -23,7 +23,7 @@ from docscore.batch.commit import WriterLock
 from docscore.batch.committer import OutputCommitter, ShardPlan
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
-from docscore.batch.runner import RunSummary
+from docscore.batch.summary import RunSummary
 from docscore.batch.state import RUN_MANIFEST, SUCCESS
 from docscore.cli import main
 from docscore.errors import LockLostError

@@ -125,7 +125,9 @@ def test_fp16_without_cuda_is_kept_unverified(tiny_bundle_factory):
     bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "fp16")))
     fp16 = bundle.variants["fp16"]
     assert fp16["verified"] is False and fp16["parity"] is None and "not verified" in fp16["note"]
-    assert bundle.default_variant() == "fp32"
+    from docscore.batch.choose import choose_variant
+
+    assert choose_variant(bundle) == "fp32"
 
 
 def test_a_perturbed_graph_fails_the_gate_and_leaves_nothing(tiny_checkpoint_factory, tmp_path, monkeypatch):
@@ -235,18 +237,19 @@ def test_bundle_scores_without_torch(tiny_bundle_factory):
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
         sys.modules["transformers"] = None
+        from docscore.batch.choose import choose_variant
         from docscore.bundle import load_bundle
         from docscore.runtime import create_session, encodings_to_feed
         from docscore.postprocess import scores_from_logits
         b = load_bundle({str(bundle_dir)!r})
         tok = b.tokenizer()
-        sess = create_session(b.variant_path(b.default_variant()), threads=1)
+        sess = create_session(b.variant_path(choose_variant(b)), threads=1)
         feed = encodings_to_feed(tok.encode_batch(["my invoice is wrong", "parcel lost"]), b.spec.input_names, b.pad_id)
         logits = sess.run([b.spec.output_name], feed)[0]
         scores = scores_from_logits(logits, b.spec.head.problem_type)
         assert scores.shape == (2, 3), scores.shape
         assert "torch" not in [m for m, v in sys.modules.items() if v is not None]
-        print("ok", b.default_variant())
+        print("ok", choose_variant(b))
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
