@@ -23,7 +23,7 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
 def save_checkpoint(model, tokenizer, output_dir: str | os.PathLike, spec: ModelSpec, training: dict | None = None,
-                    extra_files: dict[str, str] | None = None) -> Path:
+                    extra_files: dict[str, str] | None = None, origin: dict | None = None) -> Path:
     """Write a checkpoint atomically: build it in a temporary sibling, then rename into place.
 
     Args:
@@ -33,6 +33,7 @@ def save_checkpoint(model, tokenizer, output_dir: str | os.PathLike, spec: Model
         spec: labels, head, max_length, input names.
         training: metadata (arguments, metrics, versions) to keep beside the config.
         extra_files: name → text content of additional files (e.g. ``metrics.json``).
+        origin: where an imported model came from (``docscore import``): kind, source path, digests.
     """
     from safetensors.torch import save_model
 
@@ -45,6 +46,7 @@ def save_checkpoint(model, tokenizer, output_dir: str | os.PathLike, spec: Model
             "spec": spec.to_dict(),
             "body_config": model.body.config.to_dict(),
             "training": training or {},
+            **({"origin": origin} if origin else {}),
         }
         save_model(model, str(tmp / WEIGHTS_NAME))  # handles tied weights; safetensors, not pickle
         tokenizer.save_pretrained(str(tmp))

@@ -18,6 +18,7 @@ from docscore.errors import DocscoreError
 # subcommand name -> module under docscore.commands
 COMMANDS = {
     "train": "train",
+    "import": "import_",
     "export-onnx": "export",
     "verify": "verify",
     "score": "score",

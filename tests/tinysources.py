@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from torch import nn
+
 from tinymodels import SAMPLES, TINY, tiny_body_config
 
 HF_ARCHITECTURES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2", "modernbert")
@@ -77,29 +79,25 @@ def save_body(folder: Path, arch: str, tokenizer, seed: int = 0, **overrides) ->
     return folder
 
 
-def seed_module_class():
-    """The seed document's ``CustomModelWithHead``, verbatim but for a wider head init (see module doc)."""
-    import torch
-    import torch.nn as nn
-    from transformers import AutoModel, AutoTokenizer
+class CustomModelWithHead(nn.Module):
+    """The seed document's module, verbatim but for a wider head init (see the module docstring)."""
 
-    class CustomModelWithHead(nn.Module):
-        def __init__(self, pretrained_model_name, num_labels):
-            super().__init__()
-            self.tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name)
-            self.base_model = AutoModel.from_pretrained(pretrained_model_name)
-            self.classifier = nn.Linear(self.base_model.config.hidden_size, num_labels)
-            nn.init.normal_(self.classifier.weight, std=1.0)
-            self.dropout = nn.Dropout(0.1)
+    def __init__(self, pretrained_model_name, num_labels):
+        from transformers import AutoModel, AutoTokenizer
 
-        def forward(self, input_ids, attention_mask):
-            outputs = self.base_model(input_ids=input_ids, attention_mask=attention_mask)
-            pooled_output = outputs.pooler_output
-            pooled_output = self.dropout(pooled_output)
-            logits = self.classifier(pooled_output)
-            return logits
+        super().__init__()
+        self.tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name)
+        self.base_model = AutoModel.from_pretrained(pretrained_model_name)
+        self.classifier = nn.Linear(self.base_model.config.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=1.0)
+        self.dropout = nn.Dropout(0.1)
 
-    return CustomModelWithHead
+    def forward(self, input_ids, attention_mask):
+        outputs = self.base_model(input_ids=input_ids, attention_mask=attention_mask)
+        pooled_output = outputs.pooler_output
+        pooled_output = self.dropout(pooled_output)
+        logits = self.classifier(pooled_output)
+        return logits
 
 
 def save_setfit(folder: Path, body_dir: Path, *, normalize: bool = True, pooling: str = "mean",
@@ -137,4 +135,39 @@ def save_setfit(folder: Path, body_dir: Path, *, normalize: bool = True, pooling
 
 
 __all__ = ["HF_ARCHITECTURES", "LABELS", "TINY", "hf_config", "sample_rows", "sample_texts", "save_body",
-           "save_hf_classifier", "save_setfit", "seed_module_class"]
+           "save_hf_classifier", "save_setfit", "CustomModelWithHead"]
+
+
+def fit_logistic_head(features, labels):
+    """(weight (L, d), bias (L,), names) of a multinomial logistic regression on ``features`` (numpy)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    names = sorted(set(labels))
+    lr = LogisticRegression(max_iter=3000).fit(features, [names.index(x) for x in labels])
+    return np.asarray(lr.coef_, np.float32), np.asarray(lr.intercept_, np.float32), names
+
+
+def save_minilm_classifier(folder: Path, minilm_dir: Path) -> Path:
+    """The real MiniLM body as a BertForSequenceClassification whose classifier is fitted (logistic regression on
+    its pooler output) to the samples' training labels: a model with real activations and real label spread, as a
+    Hugging Face Trainer run would leave it."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
+    texts, labels = sample_rows("train.csv")
+    names = sorted(set(labels))
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(minilm_dir), num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)}, problem_type="single_label_classification").eval()
+    enc = tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        pooled = model.bert(**enc).pooler_output.numpy()
+    weight, bias, _ = fit_logistic_head(pooled, labels)
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(weight))
+        model.classifier.bias.copy_(torch.from_numpy(bias))
+    model.save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
