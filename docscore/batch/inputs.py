@@ -2,12 +2,19 @@
 
 Discovery follows ``pyarrow.dataset``, Spark and Hive: below a directory or glob root, a path with a component
 starting with ``_`` or ``.`` is skipped (``_temporary/``, ``.spark-staging/``, ``_SUCCESS``, ``.hidden.parquet``),
-and ``key=value`` folders are hive partitions whose keys read as string columns. A nested struct field is a
-column under its dotted path (``meta.body``)."""
+and ``key=value`` folders are hive partitions whose keys read as string columns (a file outside every folder of a
+key, e.g. at the lake's root, reads it as null, as in ``pyarrow.dataset``). A nested struct field is a column under
+its dotted path (``meta.body``).
+
+Local directories and globs are walked, not globbed: symlinked folders are followed, but each real folder (its
+``(st_dev, st_ino)``) is entered once and each real file taken once, at its first path in sorted order, so a
+symlink loop can neither repeat files nor hang discovery. A walk visits at most ``MAX_DISCOVERY_ENTRIES`` entries
+(folders and files, below each input) and logs its progress every ``PROGRESS_EVERY`` entries."""
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -22,6 +29,11 @@ import pyarrow.parquet as pq
 from docscore.errors import ConfigError, InputDataError
 from docscore.storage import Location, explain, has_scheme, resolve
 
+log = logging.getLogger(__name__)
+
+MAX_DISCOVERY_ENTRIES = 2_000_000  # entries one local walk may visit; a symlink to a huge tree fails, never hangs
+PROGRESS_EVERY = 100_000  # a walk logs its progress every this many entries
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -35,11 +47,13 @@ class Shard:
     rel: str
     fs: pafs.FileSystem | None = field(default=None, compare=False, repr=False)
     uri: str | None = None
+    lake_keys: tuple[str, ...] = field(default=(), compare=False, repr=False)  # hive keys of the whole run
 
     @property
-    def partitions(self) -> tuple[tuple[str, str], ...]:
-        """The hive ``key=value`` folders of ``rel``, outermost first."""
-        return hive_partitions(self.rel)
+    def partitions(self) -> tuple[tuple[str, str | None], ...]:
+        """The hive ``key=value`` folders of ``rel``, outermost first, then ``(key, None)`` for each hive key other
+        files of the run have and this one lacks (a file at the lake's root reads ``date`` as null)."""
+        return hive_partitions(self.rel, self.lake_keys)
 
     @property
     def name(self) -> str:
@@ -52,7 +66,14 @@ class Shard:
         return self.uri or str(Path(self.path).resolve())
 
 
-def hive_partitions(rel: str) -> tuple[tuple[str, str], ...]:
+def hive_partitions(rel: str, lake_keys: Sequence[str] = ()) -> tuple[tuple[str, str | None], ...]:
+    """The hive ``(key, value)`` folders of ``rel``, then ``(key, None)`` for each of ``lake_keys`` it lacks."""
+    pairs = _hive_folders(rel)
+    keys = {k for k, _ in pairs}
+    return pairs + tuple((k, None) for k in lake_keys if k not in keys)
+
+
+def _hive_folders(rel: str) -> tuple[tuple[str, str], ...]:
     pairs = []
     for part in rel.split("/")[:-1]:
         key, sep, value = part.partition("=")
@@ -67,15 +88,18 @@ def is_hidden(rel: str) -> bool:
 
 
 def discover(inputs: list[str | os.PathLike], exclude: Location | Path | None = None,
-             endpoint: str | None = None) -> list[Shard]:
+             endpoint: str | None = None, max_entries: int = MAX_DISCOVERY_ENTRIES) -> list[Shard]:
     """Expand files, directories (every ``*.parquet`` below, recursively) and globs, local or URIs, in a stable
     order.
 
     Output paths mirror the layout under each directory or glob root; a plain file keeps its name. Two inputs
-    mapping to the same output path are refused.
+    mapping to the same output path are refused. Every shard learns the hive keys of the whole run
+    (:attr:`Shard.lake_keys`), so a file lacking one reads it as null.
 
     Args:
         endpoint: the S3-compatible endpoint for ``s3://`` inputs that name none.
+        max_entries: the most entries (folders and files) one local directory or glob walk may visit; more
+            raises :class:`InputDataError` (a symlink to a huge tree, a mount that never ends).
     """
     if isinstance(exclude, Location):
         exclude_loc, exclude = exclude, (Path(exclude.path) if exclude.is_local else None)
@@ -96,17 +120,14 @@ def discover(inputs: list[str | os.PathLike], exclude: Location | Path | None = 
             item = loc.path
         if glob.has_magic(item):
             root = Path(_glob_root(item))
-            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            pairs = [(p, p.relative_to(root).as_posix()) for p in found]
-            pairs = [(p, r) for p, r in pairs if not is_hidden(r)]
+            matcher = _GlobMatcher(Path(item).parts[len(root.parts):])
+            pairs = [(root / r, r) for r in _walk(root, matcher, item, max_entries)]
             if not pairs:
                 raise InputDataError(f"no files match {item!r} (paths with a component starting with _ or . "
                                      "are skipped)", path=item)
         elif Path(item).is_dir():
             root = Path(item)
-            found = sorted(p for p in root.rglob("*.parquet") if p.is_file())
-            pairs = [(p, p.relative_to(root).as_posix()) for p in found]
-            pairs = [(p, r) for p, r in pairs if not is_hidden(r)]
+            pairs = [(root / r, r) for r in _walk(root, _SuffixMatcher(".parquet"), item, max_entries)]
             if not pairs:
                 raise InputDataError(f"directory {item} holds no *.parquet files (paths with a component starting "
                                      "with _ or . are skipped)", path=item)
@@ -118,7 +139,8 @@ def discover(inputs: list[str | os.PathLike], exclude: Location | Path | None = 
             if exclude is not None and _inside(path, exclude):
                 continue
             _add(shards, Shard(path, rel))
-    return list(shards.values())
+    keys = tuple(dict.fromkeys(k for s in shards.values() for k, _ in _hive_folders(s.rel)))
+    return [replace(s, lake_keys=keys) for s in shards.values()]
 
 
 def _add(shards: dict[str, Shard], shard: Shard) -> None:
@@ -183,6 +205,108 @@ def _glob_regex(pattern: str) -> str:
             out.append(re.escape(pattern[i]))
             i += 1
     return "".join(out)
+
+
+class _SuffixMatcher:
+    """A directory input: every file whose name ends with ``suffix``, at any depth."""
+
+    def __init__(self, suffix: str):
+        self.suffix = suffix
+
+    def enter(self, parts: tuple[str, ...]) -> bool:
+        return True
+
+    def match(self, parts: tuple[str, ...]) -> bool:
+        return parts[-1].endswith(self.suffix)
+
+
+class _GlobMatcher:
+    """The part of a glob below its root, matched one path component at a time as :func:`glob.glob` does
+    (``recursive=True``): ``**`` as a whole component spans any number of folders, ``*`` and ``?`` stay inside
+    one component."""
+
+    def __init__(self, parts: tuple[str, ...]):
+        self.parts = parts
+        self.regex = [None if p == "**" else re.compile(_glob_regex(p.replace("**", "*"))) for p in parts]
+
+    def _fits(self, parts: tuple[str, ...], i: int, j: int, whole: bool) -> bool:
+        while j < len(self.parts):
+            if self.regex[j] is None:  # "**": zero or more folders (or, last, files at any depth)
+                if j == len(self.parts) - 1:
+                    return i < len(parts) or not whole
+                return any(self._fits(parts, k, j + 1, whole) for k in range(i, len(parts) + 1))
+            if i == len(parts):
+                return not whole  # a folder above the pattern's depth may still lead to a match
+            if not self.regex[j].fullmatch(parts[i]):
+                return False
+            i, j = i + 1, j + 1
+        return whole and i == len(parts)
+
+    def enter(self, parts: tuple[str, ...]) -> bool:
+        return self._fits(parts, 0, 0, whole=False)
+
+    def match(self, parts: tuple[str, ...]) -> bool:
+        return self._fits(parts, 0, 0, whole=True)
+
+
+def _walk(root: Path, matcher, item: str, max_entries: int) -> list[str]:
+    """Relative paths of the files below ``root`` that ``matcher`` takes, in sorted order (component by component,
+    as :class:`~pathlib.Path` sorts).
+
+    Symlinked folders are followed, but a folder whose ``(st_dev, st_ino)`` was entered before is not entered
+    again, and a file whose identity was taken before (through another path, a symlink or a hard link) is not
+    taken again: the walk is depth-first in sorted order, so the first path in sorted order wins. Hidden
+    components (``_*``, ``.*``) are not entered.
+    """
+    try:
+        st = root.stat()
+    except OSError:
+        return []
+    seen_dirs = {(st.st_dev, st.st_ino)}
+    seen_files: set[tuple[int, int]] = set()
+    found: list[str] = []
+    visited = 0
+    stack = [(iter(_listdir(str(root), item)), ())]
+    while stack:
+        entries, parts = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        visited += 1
+        if visited > max_entries:
+            raise InputDataError(f"discovery of {item} visited more than {max_entries:,} entries (a symlink to a "
+                                 "huge tree?); name a narrower directory or glob", path=item)
+        if visited % PROGRESS_EVERY == 0:
+            log.info("discovery of %s: %s entries visited, %s files found so far", item, f"{visited:,}",
+                     f"{len(found):,}")
+        if entry.name.startswith(("_", ".")):
+            continue
+        sub = (*parts, entry.name)
+        try:
+            if entry.is_dir():
+                if matcher.enter(sub):
+                    est = entry.stat()
+                    if (est.st_dev, est.st_ino) not in seen_dirs:
+                        seen_dirs.add((est.st_dev, est.st_ino))
+                        stack.append((iter(_listdir(entry.path, item)), sub))
+            elif entry.is_file() and matcher.match(sub):
+                fst = entry.stat()
+                if (fst.st_dev, fst.st_ino) not in seen_files:
+                    seen_files.add((fst.st_dev, fst.st_ino))
+                    found.append("/".join(sub))
+        except OSError:  # vanished since it was listed, or a symlink to nowhere
+            continue
+    return found
+
+
+def _listdir(path: str, item: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        log.warning("discovery of %s: cannot list %s (%s); files below it are skipped", item, path, e.strerror or e)
+        return []
 
 
 def _glob_root(pattern: str) -> str:

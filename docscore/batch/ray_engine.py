@@ -488,6 +488,7 @@ class Piece:
     start: int
     stop: int
     endpoint: str | None = None
+    lake_keys: tuple[str, ...] = ()  # the run's hive keys: a file outside their folders reads them as null
 
 
 @dataclass
@@ -516,7 +517,8 @@ def plan_pieces(index: int, plan: ShardPlan, row_groups: list[int], piece_rows: 
     pieces, bounds = [], sorted(c for c in cuts if c >= plan.start_row)
     for lo, hi in zip(bounds, bounds[1:]):
         for a in range(lo, hi, piece_rows):
-            pieces.append(Piece(index, uri, plan.shard.rel, a, min(a + piece_rows, hi), endpoint))
+            pieces.append(Piece(index, uri, plan.shard.rel, a, min(a + piece_rows, hi), endpoint,
+                                plan.shard.lake_keys))
     return pieces
 
 
@@ -728,8 +730,9 @@ def read_piece(piece: Piece, columns: list[str], read_batch_rows: int, cache: di
     if cache.get("uri") != piece.uri:
         cache.clear()
         loc = resolve(piece.uri, piece.endpoint)
-        cache.update(uri=piece.uri, src=InputFile(loc.fs.open_input_file(loc.path), hive_partitions(piece.rel),
-                                                  columns, path=piece.uri))
+        cache.update(uri=piece.uri, src=InputFile(loc.fs.open_input_file(loc.path),
+                                                  hive_partitions(piece.rel, piece.lake_keys), columns,
+                                                  path=piece.uri))
     src = cache["src"]
     stream, pos = cache.get("stream"), cache.get("pos", -1)
     if stream is None or not pos <= piece.start or _row_group(src, pos) != _row_group(src, piece.start):
