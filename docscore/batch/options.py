@@ -41,6 +41,13 @@ class ScoreOptions:
         chunk_overlap: tokens shared by consecutive chunks (``chunk`` mode); must be below the content tokens of
             one window (``max_length`` minus the special tokens).
         chunk_agg: ``mean`` or ``max`` of the chunk logits, per label, before softmax/sigmoid.
+        max_chunks: the row bound: a row's memory and time are those of at most this many windows of
+            ``max_length`` tokens. In ``chunk`` mode a row needing more windows gets a per-row ``error`` naming the
+            bound and is not scored. In both modes at most ``max_chunks x max_length x 16`` characters of a row are
+            tokenised (262,144 for the defaults and ``max_length`` 256); a chunk-mode row longer than that, or a
+            truncate-mode row with no word boundary after its first ``max_length`` tokens within it, gets the
+            error too. Every row that is scored has exactly the tokens of its whole text. 64 windows of 256 tokens
+            hold ~14k tokens (a 40-page report), two inference batches of the default token budget.
         clip_chars_per_token: in ``truncate`` mode, texts are cut to ``max_length`` x this many characters before
             tokenising (a check on token offsets falls back to more text whenever the cut could change the tokens
             kept). ``0`` tokenises whole texts.
@@ -77,6 +84,7 @@ class ScoreOptions:
     long_docs: str = "truncate"
     chunk_overlap: int = 32
     chunk_agg: str = "mean"
+    max_chunks: int = 64  # chunk windows per row at most; also bounds the characters tokenised per row
     clip_chars_per_token: int = 8  # English WordPiece averages ~4-5 chars per token; the check covers the rest
     multi_label_threshold: float = 0.5
     checkpoint_rows: int = 100_000
@@ -103,7 +111,7 @@ class ScoreOptions:
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
         for name in ("token_budget", "max_batch_rows", "sort_window", "window_max_chars", "checkpoint_rows",
-                     "read_batch_rows", "queue_depth"):
+                     "read_batch_rows", "queue_depth", "max_chunks"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:

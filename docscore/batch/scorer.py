@@ -20,7 +20,8 @@ Output columns, in this order:
   tokenizer's unknown token; near 1 means the vocabulary could not read the text (emoji only, an unknown
   script) and the label says nothing about it;
 - ``error`` (string): null when the row was scored, else why not (``null text``, ``empty text``,
-  ``non-string text: <type>``); every score column of such a row is null.
+  ``non-string text: <type>``, or a text over the row bound that ``max_chunks`` sets, the error naming it: see
+  :mod:`docscore.batch.textprep`); every score column of such a row is null.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ import pyarrow as pa
 from docscore.batch.engine import open_engine
 from docscore.batch.options import ScoreOptions
 from docscore.batch.plan import MicroBatch, plan_batches
-from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_truncated, num_content_tokens,
-                                     text_values, tokenizer_splits_on_spaces, unk_fraction, unk_id)
+from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_chunked, encode_truncated,
+                                     no_cut_within, num_content_tokens, row_char_bound, text_values,
+                                     tokenizer_splits_on_spaces, unk_fraction, unk_id)
 from docscore.bundle import Bundle, load_bundle
 from docscore.errors import ConfigError, InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
@@ -61,6 +63,7 @@ class WindowStats:
     clipped: int = 0
     clip_retried: int = 0
     unk_rows: int = 0  # rows with unk_fraction > UNK_WARN_FRACTION
+    over_bound: int = 0  # rows refused by the row bound (max_chunks), counted in errors too
 
     def add(self, other: "WindowStats") -> None:
         for name in self.__dataclass_fields__:
@@ -71,7 +74,7 @@ class WindowStats:
 class Prepared:
     """One tokenised window, ready for inference."""
 
-    table: pa.Table  # the window's input rows (id / passthrough columns are read from it)
+    table: pa.Table  # the window's id / passthrough columns (the text is dropped once tokenised)
     errors: list  # per row: None or why the row cannot be scored
     seq_row: np.ndarray  # (S,) row of each sequence, ascending (a row's chunks are consecutive)
     seq_len: np.ndarray  # (S,) tokens per sequence
@@ -165,8 +168,12 @@ class Scorer:
                 )
             tok.enable_truncation(spec.max_length, stride=opts.chunk_overlap)
         self._clip_budget = 0
-        if opts.long_docs == "truncate" and opts.clip_chars_per_token and tokenizer_splits_on_spaces(tok):
+        self._provable = tokenizer_splits_on_spaces(tok)
+        if opts.long_docs == "truncate" and opts.clip_chars_per_token and self._provable:
             self._clip_budget = opts.clip_chars_per_token * spec.max_length
+        self._probe = None
+        if opts.long_docs == "chunk":  # counts the tokens of the first part of a row over the bound
+            self._probe = self.bundle.tokenizer(truncate=False)
         self._check_output_names()
         variant = self.variant
         entry = self.bundle.variants[variant]
@@ -224,13 +231,18 @@ class Scorer:
     # --- the three stages -------------------------------------------------------------------------------------
 
     def window_lengths(self, table: pa.Table | pa.RecordBatch) -> np.ndarray:
-        """Characters each row contributes to a window (clipped in truncate mode)."""
+        """Characters each row contributes to a window (clipped in truncate mode, at most the row bound)."""
         return char_lengths(table.column(self.options.text_column), cap=self._clip_cap())
 
-    def _clip_cap(self) -> int | None:
+    @property
+    def max_row_chars(self) -> int:
+        """The most characters of one row handed to the tokenizer (:func:`~docscore.batch.textprep.row_char_bound`)."""
+        return row_char_bound(self.options.max_chunks, self.spec.max_length)
+
+    def _clip_cap(self) -> int:
         if self.options.long_docs == "truncate" and self.options.clip_chars_per_token:
-            return self.options.clip_chars_per_token * self.spec.max_length
-        return None
+            return min(self.options.clip_chars_per_token * self.spec.max_length, self.max_row_chars)
+        return self.max_row_chars
 
     def windows(self, table: pa.Table | pa.RecordBatch) -> Iterator[pa.Table]:
         """Cut a table into sort windows (``sort_window`` rows or ``window_max_chars`` characters)."""
@@ -244,17 +256,26 @@ class Scorer:
         if isinstance(table, pa.RecordBatch):
             table = pa.Table.from_batches([table])
         opts, spec = self.options, self.spec
-        texts, errors = text_values(table.column(opts.text_column))
+        texts, errors = text_values(table.column(opts.text_column), max_chars=self.max_row_chars)
+        table = table.select(list(opts.output_columns()))  # the text is no longer needed: free it with the window
         valid = [i for i, e in enumerate(errors) if e is None]
         clip = ClipStats()
         if opts.long_docs == "truncate":
             encs = encode_truncated(self._tokenizer, [texts[i] for i in valid], spec.max_length, self._clip_budget,
-                                    clip)
+                                    clip, max_chars=self.max_row_chars, provable=self._provable)
+            over = [no_cut_within(opts.max_chunks, spec.max_length) if e is None else None for e in encs]
         else:
-            encs = self._tokenizer.encode_batch([texts[i] for i in valid])
+            encs, over = encode_chunked(self._tokenizer, self._probe, [texts[i] for i in valid], spec.max_length,
+                                        opts.chunk_overlap, opts.max_chunks, self._provable)
+        del texts
         ids, type_ids, seq_row = [], [], []
         unk = np.full(table.num_rows, np.nan, dtype=np.float32)
-        for i, enc in zip(valid, encs):
+        over_bound = 0
+        for i, enc, why in zip(valid, encs, over):
+            if why is not None:
+                errors[i] = why
+                over_bound += 1
+                continue
             if num_content_tokens(enc) == 0:
                 errors[i] = EMPTY_TEXT  # e.g. only whitespace or characters the normaliser removes
                 continue
@@ -271,7 +292,10 @@ class Scorer:
         stats = WindowStats(rows=table.num_rows, errors=sum(e is not None for e in errors), sequences=len(ids),
                             tokens=int(seq_len.sum()), slots=sum(mb.slots for mb in batches),
                             clipped=clip.clipped, clip_retried=clip.retried,
-                            unk_rows=int(np.sum(unk > UNK_WARN_FRACTION)))
+                            unk_rows=int(np.sum(unk > UNK_WARN_FRACTION)), over_bound=over_bound)
+        if over_bound:
+            log.warning("%d of %d rows are over the row bound of --max-chunks %d and were not scored: %s",
+                        over_bound, table.num_rows, opts.max_chunks, next(e for e in over if e))
         if stats.unk_rows:
             log.warning("%d of %d rows are mostly unknown tokens (unk_fraction > %.1f): their labels carry no "
                         "information; see the unk_fraction column", stats.unk_rows, table.num_rows,

@@ -57,6 +57,11 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--chunk-overlap", type=int, default=_D.chunk_overlap, help="tokens shared by adjacent chunks")
     p.add_argument("--chunk-agg", default=_D.chunk_agg, choices=["mean", "max"],
                    help="how chunk logits combine into the document's, per label")
+    p.add_argument("--max-chunks", type=int, default=_D.max_chunks, metavar="N",
+                   help="the row bound: a row costs at most N windows of max_length tokens. chunk mode: a row "
+                   "needing more gets a per-row error and no score; both modes: at most N x max_length x 16 "
+                   "characters of a row are tokenised, and a row that cannot be scored within them gets the error "
+                   "(truncate: no word boundary after its first max_length tokens). Scored rows are unchanged")
     p.add_argument("--clip-chars-per-token", type=int, default=_D.clip_chars_per_token,
                    help="truncate mode: cut texts to max_length x N characters before tokenising (checked; "
                    "0 = tokenise whole texts)")
@@ -95,6 +100,7 @@ def options_from_args(args) -> ScoreOptions:
         device=args.device, variant=args.variant, threads=args.threads, io_binding=args.io_binding,
         token_budget=args.token_budget, max_batch_rows=args.max_batch_rows, sort_window=args.sort_window,
         long_docs=args.long_docs, chunk_overlap=args.chunk_overlap, chunk_agg=args.chunk_agg,
+        max_chunks=args.max_chunks,
         clip_chars_per_token=args.clip_chars_per_token, checkpoint_rows=args.checkpoint_rows,
         overwrite=args.overwrite, fail_fast=args.fail_fast, on_change=args.on_change, prune=args.prune,
         max_error_rate=args.max_error_rate, s3_endpoint=args.s3_endpoint,
