@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from docscore.bundle import sha256_file
@@ -65,7 +65,6 @@ class SourceModel:
     body_config: dict
     weights: Path
     architecture: str = ""
-    extra: dict = field(default_factory=dict)
 
     def load_model(self, device: str = "cpu"):
         """A fresh model in eval mode: ``forward(input_ids, attention_mask[, token_type_ids]) -> logits``, with
@@ -97,6 +96,8 @@ def open_source(path: str | os.PathLike) -> SourceModel:
             and the next step.
     """
     path = Path(path)
+    if not path.exists() and _looks_like_hub_name(str(path)):
+        path = _download(str(path))
     if path.is_file():
         hint = _import_hint(path)
         raise CheckpointError(f"{path} is a file{hint}; export-onnx takes {SUPPORTED}")
@@ -115,6 +116,26 @@ def open_source(path: str | os.PathLike) -> SourceModel:
     if config.get("format", "").startswith("docscore-checkpoint"):
         return _docscore_source(path)
     return _transformers_source(path, config)
+
+
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*")  # never a pickle from the hub
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not name.startswith((".", "~")) and "\\" not in name
+
+
+def _download(name: str) -> Path:
+    """A hub repository's config, safetensors weights and tokenizer, where the network allows."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=list(HUB_FILES)))
+    except Exception as e:  # offline, unknown repository, gated, no network: the hub raises many types
+        raise CheckpointError(f"{name} is not a local folder and could not be fetched from the Hugging Face hub "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); pass a local "
+                              "folder (HF_HUB_OFFLINE=1 forbids downloads)") from e
 
 
 def _import_hint(path: Path) -> str:
