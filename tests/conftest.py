@@ -48,6 +48,11 @@ def tiny_checkpoint_factory(tmp_path_factory, hf_tokenizer):
             spec = ModelSpec(model.head_config, max_length, model.input_names, model.body.config.model_type)
             out = tmp_path_factory.mktemp("ckpt") / f"{arch}-{pooling}-{problem_type}"
             save_checkpoint(model, hf_tokenizer, out, spec)
+            # as `docscore train` does: the gate's texts travel with the model (here the samples' eval texts)
+            from docscore import gate_texts
+            from docscore.data import read_table
+
+            gate_texts.write(out, read_table(SAMPLES / "eval.csv").column("text").to_pylist(), "samples/eval.csv")
             cache[key] = out
         return cache[key]
 

@@ -45,7 +45,9 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--fp16", action="store_true",
                    help="add an fp16 variant for CUDA (verified only where CUDA is available)")
     p.add_argument("--verify-data", default=None,
-                   help="Parquet/CSV with texts for the parity gate (default: samples/eval.csv)")
+                   help="Parquet/CSV with texts for the parity gate (default: the evaluation sample the "
+                   "checkpoint carries, gate_texts.json; a model without one uses built-in texts, with a "
+                   "warning). The texts used are kept in the bundle for verify")
     p.add_argument("--calibration-data", default=None,
                    help="Parquet/CSV with texts that calibrate --quantize int8 (default: the verify texts); a "
                    "sample of the archives the bundle will score keeps int8 closest to fp32. Recorded with its "
@@ -55,8 +57,13 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    help="SmoothQuant for --quantize int8: auto (default) builds it with SmoothQuant off and at "
                    "NNCF's transformer default (alpha 0.95) and keeps the one closer to fp32 on the calibration "
                    "texts (both errors in the manifest); off; or an alpha in (0, 1]")
-    p.add_argument("--text-column", default="text", help="text column of --verify-data and --calibration-data")
-    p.add_argument("--verify-rows", type=int, default=1000, help="at most this many texts in the gate")
+    p.add_argument("--text-column", default="text", help="text column of --verify-data")
+    p.add_argument("--calibration-text-column", default=None, metavar="COLUMN",
+                   help="text column of --calibration-data (default: --text-column)")
+    p.add_argument("--verify-rows", type=int, default=300, help="at most this many texts in the gate")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing bundle at --output (refused anyway when that folder holds files its "
+                   "manifest does not list: they are not docscore's to delete)")
     p.add_argument("--tolerance", action="append", default=[], metavar="VARIANT.FIELD=VALUE",
                    help="override a gate tolerance, e.g. fp32.atol=1e-5 or int8.min_label_agreement=0.98 "
                    "(repeatable; fields: atol, rtol, max_prob_diff, min_label_agreement, regression_band)")
@@ -80,7 +87,8 @@ def _options(args):
         optimize=args.optimize, quantize=args.quantize, fp16=args.fp16, verify_data=args.verify_data,
         calibration_data=args.calibration_data, calibration_rows=args.calibration_rows,
         smooth_quant=args.smooth_quant,
-        text_column=args.text_column, verify_rows=args.verify_rows,
+        text_column=args.text_column, calibration_text_column=args.calibration_text_column,
+        verify_rows=args.verify_rows, overwrite=args.overwrite,
         tolerances=parse_tolerance_overrides(args.tolerance), max_length=args.max_length,
         external_data=args.external_data, threads=args.threads, bf16=args.bf16,
         allow_batch_dependent=args.allow_batch_dependent,

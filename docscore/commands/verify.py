@@ -22,8 +22,11 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    help="bundle directory from `docscore export-onnx`, local or a URI (s3://...: copied to a local "
                    "cache and checked there; the endpoint from AWS_ENDPOINT_URL)")
     p.add_argument("--checkpoint", default=None, help="the checkpoint the bundle was exported from")
-    p.add_argument("--data", default=None, help="Parquet/CSV texts for the parity re-check (default: samples)")
-    p.add_argument("--text-column", default="text", help="text column of --data")
+    p.add_argument("--verify-data", "--data", dest="data", default=None,
+                   help="Parquet/CSV texts for the parity re-check (default: the gate texts the bundle keeps, "
+                   "gate_texts.json: the same gate as at export)")
+    p.add_argument("--text-column", default="text", help="text column of --verify-data")
+    p.add_argument("--verify-rows", type=int, default=300, help="at most this many texts in the re-check")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.add_argument("--junit-xml", default=None, metavar="PATH",
                    help="also write a JUnit XML report (one test case per variant and check), pass or fail")
@@ -47,7 +50,7 @@ def run(args) -> int:
                 raise ConfigError("--rehash edits docscore.json in place: run it on a local copy of the bundle")
             bundle = fetch_bundle(bundle, refresh=True)  # checked below, file by file
         report = verify_bundle(bundle, args.checkpoint, args.data, text_column=args.text_column,
-                               threads=args.threads, rehash=args.rehash)
+                               verify_rows=args.verify_rows, threads=args.threads, rehash=args.rehash)
     except DocscoreError as e:
         report = getattr(e, "report", None)
         if args.junit_xml:

@@ -8,6 +8,7 @@ variants than were asked for. Rerun without the failing flag, or loosen its tole
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -20,9 +21,9 @@ from pathlib import Path
 from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, sha256_file, write_manifest
 from docscore.errors import ConfigError, DeviceError, ParityError
 from docscore.export.bodies import prepare_body
-from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance, default_verify_data
+from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance
 from docscore.files import publishable
-from docscore import runtime_openvino
+from docscore import gate_texts, runtime_openvino
 from docscore.batch.choose import SPEED_BATCH, cpu_signature, measure
 from docscore.batch.plan import padded_length
 from docscore.export.invariance import check_invariance
@@ -50,18 +51,42 @@ def versions() -> dict:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 
 
-def _texts(path: Path | None, column: str, limit: int) -> tuple[list[str], str]:
-    path = path or default_verify_data()
-    if path is None:
-        log.warning("no --verify-data and no samples/eval.csv: the gate uses %d built-in texts", len(FALLBACK_TEXTS))
-        return list(FALLBACK_TEXTS), "built-in texts"
-    return read_texts(path, column, limit), str(path)
+def _texts(path: Path | None, column: str, limit: int, carried_by: Path | None = None) -> tuple[list[str], str]:
+    """The gate's texts: ``path`` (``--verify-data``) when given, else the sample the model or bundle
+    ``carried_by`` holds (:mod:`docscore.gate_texts`), else the built-in texts with a loud warning."""
+    if path is not None:
+        return read_texts(path, column, limit), str(path)
+    carried = gate_texts.read(carried_by) if carried_by is not None else None
+    if carried is not None:
+        texts, source, _ = carried
+        return texts[:limit], f"{carried_by}/{gate_texts.GATE_TEXTS_NAME} ({source})"
+    log.warning("no --verify-data and %s carries no %s: the gate uses %d built-in support-inbox texts, which may "
+                "not resemble this model's text; pass --verify-data with your evaluation texts",
+                carried_by or "the model", gate_texts.GATE_TEXTS_NAME, len(FALLBACK_TEXTS))
+    return list(FALLBACK_TEXTS), "built-in texts"
 
 
-def _check_target(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+def _check_target(out: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but an old bundle, and that only with ``overwrite``; never a bundle folder that
+    holds files its manifest does not list (someone else's files, which a replacement would delete)."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not out.is_dir() or not (out / MANIFEST_NAME).is_file():
         raise ConfigError(f"{out} exists and is not a docscore bundle; refusing to replace it. Choose another "
                           "--output or remove it.")
+    if not overwrite:
+        raise ConfigError(f"{out} already holds a bundle; pass --overwrite to replace it, or choose another --output")
+    log.warning("replacing the bundle at %s (--overwrite) once the new one has passed its gates", out)
+    try:
+        listed = set(json.loads((out / MANIFEST_NAME).read_text()).get("files", {})) | {MANIFEST_NAME}
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{out}/{MANIFEST_NAME} is unreadable ({e}); refusing to replace {out}") from e
+    foreign = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                     if (p.is_file() or p.is_symlink()) and p.relative_to(out).as_posix() not in listed)
+    if foreign:
+        more = f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else ""
+        raise ConfigError(f"{out} holds files its bundle manifest does not list ({', '.join(foreign[:5])}{more}); "
+                          "--overwrite would delete them: move them out, or choose another --output")
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -141,15 +166,17 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
 
     t_start = time.perf_counter()
     out = Path(options.output).absolute()
-    _check_target(out)
+    _check_target(out, options.overwrite)
     if "bf16" in options.variants and not runtime_openvino.native_bf16():
         raise ConfigError("--bf16 needs OpenVINO and a CPU with native bf16 (AVX512_BF16 or AMX) to verify the "
                           "variant; this host lacks one of them. Export without --bf16, or on such a host.")
-    texts, source = _texts(options.verify_data, options.text_column, options.verify_rows)
+    texts, source = _texts(options.verify_data, options.text_column, options.verify_rows,
+                           carried_by=Path(checkpoint_dir) if Path(checkpoint_dir).is_dir() else None)
     calibration_texts = calibration_source = None
     if options.calibration_data is not None:  # read before any export work: a bad file fails fast
-        calibration_texts, calibration_source = _texts(options.calibration_data, options.text_column,
-                                                       options.calibration_rows)
+        calibration_texts, calibration_source = _texts(
+            options.calibration_data, options.calibration_text_column or options.text_column,
+            options.calibration_rows)
     model_source = open_source(checkpoint_dir)  # refuses what it cannot export before anything is loaded or written
     model, hf_tokenizer, spec = model_source.load_model(), model_source.load_tokenizer(), model_source.spec
     if options.max_length is not None:
@@ -175,6 +202,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
         scratch = tmp / ".work"
         timings: dict[str, float] = {}
         tok_info = write_bundle_tokenizer(hf_tokenizer, tmp / TOKENIZER_NAME, spec.max_length)
+        gate_texts.write(tmp, texts, source)  # verify re-runs the same gate by default
         # The gate reads the tokenizer exactly as the scorer will: through Bundle.tokenizer().
         bundle_tok = Bundle(tmp, {"spec": spec.to_dict(), "tokenizer": tok_info}).tokenizer(truncate=True)
 

@@ -141,9 +141,15 @@ class ExportOptions:
             are closer to fp32 (mean |Δlogit|; both errors recorded); ``"off"``; or an alpha in (0, 1].
         fp16: add the ``fp16`` variant for CUDA. It is verified only where a CUDA execution provider exists;
             otherwise it is kept with ``verified: false`` and a note, never claimed verified.
-        verify_data: Parquet/CSV whose ``text_column`` feeds the parity gate; default ``samples/eval.csv``.
+        verify_data: Parquet/CSV whose ``text_column`` feeds the parity gate; default: the gate texts the model
+            carries (``gate_texts.json``, written by ``train`` from its evaluation texts), else built-in texts with
+            a warning. The texts used are kept in the bundle, so ``verify`` re-runs the same gate.
         text_column: the text column of ``verify_data``.
-        verify_rows: at most this many rows of ``verify_data`` are used (first rows, in file order).
+        calibration_text_column: the text column of ``calibration_data`` (default: ``text_column``).
+        verify_rows: at most this many rows of ``verify_data`` are used (first rows, in file order); the bundle
+            keeps at most :data:`docscore.gate_texts.MAX_TEXTS` of them.
+        overwrite: replace an existing bundle at ``output`` (never a folder holding files the old bundle's
+            manifest does not list).
         tolerances: per-variant overrides of :data:`DEFAULT_TOLERANCES`: ``{"fp32": {"atol": 1e-5}}``.
         max_length: export and verify at this many tokens instead of the checkpoint's ``max_length``.
         external_data: ``True`` forces weights into ``<file>.data`` beside each graph, ``False`` forbids it,
@@ -170,7 +176,9 @@ class ExportOptions:
     smooth_quant: str = "auto"
     verify_data: Path | None = None
     text_column: str = "text"
-    verify_rows: int = 1000
+    calibration_text_column: str | None = None
+    verify_rows: int = 300
+    overwrite: bool = False
     tolerances: dict = field(default_factory=dict)
     max_length: int | None = None
     external_data: bool | None = None
@@ -231,10 +239,3 @@ class ExportOptions:
         if self.fp16:
             out.append("fp16")
         return tuple(out)
-
-
-def default_verify_data() -> Path | None:
-    """``samples/eval.csv`` of a source checkout, when present."""
-    here = Path(__file__).resolve().parents[2] / "samples" / "eval.csv"
-    return here if here.is_file() else None
-

@@ -60,7 +60,7 @@ def _recorded(entry: dict, key: str) -> dict:
 
 
 def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
-                  data: str | os.PathLike | None = None, *, text_column: str = "text", verify_rows: int = 1000,
+                  data: str | os.PathLike | None = None, *, text_column: str = "text", verify_rows: int = 300,
                   batch_size: int = 16, threads: int | None = None, rehash: bool = False) -> dict:
     """Re-check a bundle: its manifest against its own digest, every file against its sha256 and, given the
     checkpoint, the spec (labels, problem type, pooling, max_length, input names) and parity of each variant.
@@ -153,7 +153,8 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
     spec = bundle.spec
     hf_tokenizer = source.load_tokenizer()
     model = load_reference_model(source, spec.max_length, export.get("attention_requested", "eager"))
-    texts, data_source = _texts(Path(data) if data else None, kw["text_column"], kw["verify_rows"])
+    texts, data_source = _texts(Path(data) if data else None, kw["text_column"], kw["verify_rows"],
+                                carried_by=bundle.path)
     reference = build_reference(model, hf_tokenizer, bundle.tokenizer(truncate=True), texts,
                                 input_names=spec.input_names, pad_id=bundle.pad_id, max_length=spec.max_length,
                                 problem_type=spec.head.problem_type, batch_size=kw["batch_size"],

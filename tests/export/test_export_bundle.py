@@ -67,7 +67,9 @@ def test_manifest_records_what_a_scorer_and_an_auditor_need(tiny_bundle_factory)
     assert e["io"]["inputs"]["input_ids"] == {"dtype": "int64", "shape": ["batch", "sequence"]}
     assert e["io"]["outputs"]["logits"]["dtype"] == "float32"
     assert m["spec"]["head"]["labels"] == ["billing", "shipping", "tech"]
-    assert set(m["files"]) == {"model.onnx", TOKENIZER_NAME}
+    assert set(m["files"]) == {"model.onnx", TOKENIZER_NAME, "gate_texts.json"}
+    gate = json.loads((bundle_dir / "gate_texts.json").read_text())  # the texts the gate ran on, for verify
+    assert gate["rows"] == 120 and "samples/eval.csv" in gate["source"] and "gate_texts.json" in gate["source"]
     assert m["tokenizer"]["pad_id"] == 0
     tok = json.loads((bundle_dir / TOKENIZER_NAME).read_text())
     assert tok["padding"] is None and tok["truncation"]["max_length"] == 64
@@ -160,9 +162,27 @@ def test_a_failed_export_keeps_the_previous_bundle(tiny_checkpoint_factory, tmp_
     out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b"))
     before = (out / MANIFEST_NAME).read_text()
     with pytest.raises(ParityError):
-        export_bundle(ckpt, ExportOptions(output=out, tolerances={"fp32": {"atol": 0.0, "rtol": 0.0}}))
+        export_bundle(ckpt, ExportOptions(output=out, overwrite=True,
+                                          tolerances={"fp32": {"atol": 0.0, "rtol": 0.0}}))
     assert (out / MANIFEST_NAME).read_text() == before and _leftovers(out) == []
     load_bundle(out)
+
+
+def test_an_existing_bundle_is_replaced_only_with_overwrite_and_never_with_foreign_files(tiny_checkpoint_factory,
+                                                                                        tmp_path, caplog):
+    ckpt = tiny_checkpoint_factory("bert")
+    out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b", optimize=True))
+    before = (out / MANIFEST_NAME).read_text()
+    with pytest.raises(ConfigError, match="already holds a bundle; pass --overwrite"):
+        export_bundle(ckpt, ExportOptions(output=out))
+    assert (out / MANIFEST_NAME).read_text() == before and (out / "model.optimized.onnx").exists()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match=r"holds files its bundle manifest does not list \(notes.txt\)"):
+        export_bundle(ckpt, ExportOptions(output=out, overwrite=True))
+    assert (out / "notes.txt").read_text() == "mine" and (out / "model.optimized.onnx").exists()
+    (out / "notes.txt").unlink()
+    export_bundle(ckpt, ExportOptions(output=out, overwrite=True))
+    assert not (out / "model.optimized.onnx").exists() and "replacing the bundle at" in caplog.text
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_bundle(tiny_checkpoint_factory, tmp_path):
@@ -278,3 +298,28 @@ def test_an_exporter_crash_is_a_typed_error_and_leaves_nothing(tiny_checkpoint_f
     with pytest.raises(ExportError, match="frobnicate.*--exporter dynamo"):
         export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_gate_texts_travel_with_the_model_and_never_come_from_the_working_folder(tiny_checkpoint_factory,
+                                                                                      tmp_path, caplog,
+                                                                                      monkeypatch):
+    import shutil
+
+    from docscore import gate_texts
+    from docscore.export import verify_bundle
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint_factory("bert"), ckpt)
+    own = [f"my own text number {i} about invoices" for i in range(30)]
+    gate_texts.write(ckpt, own, "train eval sample")
+    monkeypatch.chdir(tmp_path)  # no samples/ here, and none is looked for
+    out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b"))
+    fp32 = load_bundle(out).variants["fp32"]["parity"]["data"]
+    assert fp32["rows"] == 30 and "gate_texts.json" in load_bundle(out).variants["fp32"]["parity"]["data_source"]
+    assert gate_texts.read(out)[0] == own  # the bundle keeps them: verify re-runs the same gate
+    report = verify_bundle(out, ckpt)
+    assert report["passed"] and report["variants"]["fp32"]["parity"]["data"]["rows"] == 30
+    (ckpt / "gate_texts.json").unlink()  # a model that carries none: built-in texts, loudly
+    out2 = export_bundle(ckpt, ExportOptions(output=tmp_path / "b2"))
+    assert load_bundle(out2).variants["fp32"]["parity"]["data_source"] == "built-in texts"
+    assert "carries no gate_texts.json" in caplog.text and "pass --verify-data" in caplog.text
