@@ -313,9 +313,17 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
             timings["speed_s"] = round(time.perf_counter() - t, 3)
         if failed:
             lines = [f"{name}: {msg}" for name, msgs in failed.items() for msg in msgs]
-            err = ParityError(f"parity gate failed, no bundle written at {out}:\n  " + "\n  ".join(lines)
-                              + "\nLoosen the tolerance (--tolerance VARIANT.FIELD=VALUE) only if you accept "
-                              "the difference, or drop the failing variant.")
+            passed = [n for n in entries if n not in failed]
+            steps = []
+            if "int8" in failed:
+                steps.append("int8: calibrate it on a sample of the archives it will score (--calibration-data "
+                             "FILE [--calibration-text-column COL]); the gate's texts alone may not resemble them")
+            if passed:
+                steps.append(f"export without the failing variant(s) to keep the others ({', '.join(passed)} "
+                             "passed)")
+            steps.append("loosen a tolerance (--tolerance VARIANT.FIELD=VALUE) only if you accept the difference")
+            err = ParityError(f"parity gate failed on {source}, no bundle written at {out}:\n  " + "\n  ".join(lines)
+                              + "\nNext: " + "; or ".join(steps) + ".")
             err.report = {name: e["parity"] for name, e in entries.items()}
             raise err
         timings["total_s"] = round(time.perf_counter() - t_start, 3)

@@ -113,10 +113,23 @@ def test_int8_is_judged_on_label_agreement(tiny_checkpoint_factory, tmp_path):
     assert 0.9 <= agreement < 1.0  # measured: the tiny body's near-ties flip a few labels, so the refusal below runs
     assert int8["size_bytes"] < load_bundle(out).variants["optimized"]["size_bytes"]
     strict = tmp_path / "strict"
-    with pytest.raises(ParityError, match="int8: data: label agreement"):
+    with pytest.raises(ParityError, match="int8: data: label agreement") as e:
         export_bundle(ckpt, ExportOptions(output=strict, optimize=True, quantize="int8",
                                           tolerances={"int8": {"min_label_agreement": 1.0}}))
     assert not strict.exists() and _leftovers(strict) == []
+    # the message names the texts and the next steps: calibrate on archive text, or keep the variants that passed
+    assert "gate_texts.json" in str(e.value) and "--calibration-data" in str(e.value)
+    assert "(fp32, optimized passed)" in str(e.value)
+    # the export table: int8 logits are shown as not gated, runtimes named as in the README
+    import io
+
+    from docscore.commands.export import render_variants
+
+    table = io.StringIO()
+    render_variants(load_bundle(out).variants, table)
+    rows = {line.split()[0]: line for line in table.getvalue().splitlines()[1:] if line and not line[0].isspace()}
+    assert "(not gated)" in rows["int8"] and "openvino / int8 + " in rows["int8"]
+    assert "(not gated)" not in rows["fp32"] and "onnxruntime / f32" in rows["fp32"]
 
 
 def test_fp16_without_cuda_is_kept_unverified(tiny_bundle_factory):
