@@ -143,7 +143,8 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
             v["checks"]["parity"] = _check("skipped", f"not re-run: {why}", source="skipped")
         return
     recorded = export.get("checkpoint", {}).get("weights_sha256")
-    if recorded and recorded != sha256_file(source.weights):
+    report["checkpoint_changed"] = bool(recorded and recorded != sha256_file(source.weights))
+    if report["checkpoint_changed"]:
         log.warning("checkpoint weights differ from those the bundle was exported from; parity will tell")
 
     from docscore.export.exporter import _cuda_available, _gate, _texts, load_reference_model
@@ -159,6 +160,7 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
                                 input_names=spec.input_names, pad_id=bundle.pad_id, max_length=spec.max_length,
                                 problem_type=spec.head.problem_type, batch_size=kw["batch_size"],
                                 trace_shape=tuple(export.get("trace_shape", (2, 13))), data_source=data_source)
+    report["data_source"] = data_source
     for name, entry in bundle.variants.items():
         v = report["variants"][name]
         recorded_tol = (entry.get("parity") or {}).get("tolerance")
@@ -199,8 +201,14 @@ def _conclude(bundle: Bundle, report: dict, rehash: bool) -> dict:
         err.report = report
         raise err
     if gate_fails:
-        head = (f"bundle {bundle.path} no longer matches checkpoint {report['checkpoint']}" if report["checkpoint"]
-                else f"bundle {bundle.path} records failed checks")
+        if not report["checkpoint"]:
+            head = f"bundle {bundle.path} records failed checks"
+        elif report.get("checkpoint_changed"):
+            head = (f"bundle {bundle.path} no longer matches checkpoint {report['checkpoint']}: its weights changed "
+                    "since export; re-export the bundle")
+        else:  # nothing changed: these texts are harder than the export's
+            head = (f"bundle {bundle.path} and checkpoint {report['checkpoint']} are unchanged since export, but the "
+                    f"gate fails on {report.get('data_source') or 'these texts'}")
         err = ParityError(head + ":\n  " + "\n  ".join(gate_fails))
         err.report = report
         raise err
