@@ -17,7 +17,7 @@ $DS train samples/train.csv --eval-data samples/eval.csv --output "$OUT/checkpoi
 BF16=""
 grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && BF16="--bf16"
 echo "== 2/5 export-onnx: ONNX bundle with optimized, static int8 ${BF16:+and bf16 }variants, each behind the parity and invariance gate -> $OUT/bundle"
-$DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8 $BF16
+$DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8 $BF16 --overwrite
 
 echo "== 3/5 verify: file hashes and parity against the checkpoint"
 $DS verify "$OUT/bundle" --checkpoint "$OUT/checkpoint"
@@ -27,3 +27,4 @@ $DS score samples/archive --model "$OUT/bundle" --output "$OUT/scores" --id-colu
 
 echo "== 5/5 report: label distribution and confidence"
 $DS report "$OUT/scores"
+echo "== done: checkpoint, bundle and scores are in $OUT/; run later commands as .venv/bin/docscore (or source .venv/bin/activate)"

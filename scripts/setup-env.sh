@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] || "$PY" -m venv .venv
+[ -x .venv/bin/python ] || { echo "setup-env: creating .venv"; "$PY" -m venv .venv; }
+echo "setup-env: 1/3 pip"
 .venv/bin/python -m pip install -q --upgrade pip
+echo "setup-env: 2/3 torch==2.13.0 (the CPU build; a few minutes on a fresh machine)"
 .venv/bin/python -m pip install -q "torch==2.13.0"
+echo "setup-env: 3/3 docscore with its train, dev, ray and spark extras (a few minutes on a fresh machine)"
 .venv/bin/python -m pip install -q -e ".[train,dev,ray,spark${DOCSCORE_EXTRAS:+,$DOCSCORE_EXTRAS}]"
 # Azurite, the Azure Blob emulator of the object-storage tests, from npm into .tools/azurite (gitignored). Never
 # fails the setup: without npm (or the registry) the Azure tests skip, and the suite fails on that unexpected skip
