@@ -111,7 +111,8 @@ def save_setfit(folder: Path, body_dir: Path, *, normalize: bool = True, pooling
     from sklearn.multiclass import OneVsRestClassifier
 
     transformer = models.Transformer(str(body_dir), max_seq_length=max_seq_length)
-    modules = [transformer, models.Pooling(transformer.get_word_embedding_dimension(), pooling)]
+    dim = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
+    modules = [transformer, models.Pooling(dim(), pooling)]
     if normalize:
         modules.append(models.Normalize())
     body = SentenceTransformer(modules=modules, device="cpu")
