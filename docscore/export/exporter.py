@@ -21,14 +21,15 @@ from pathlib import Path
 from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, sha256_file, write_manifest
 from docscore.errors import ConfigError, DeviceError, ParityError
 from docscore.export.bodies import prepare_body
-from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions, Tolerance
+from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions
 from docscore.files import publishable
 from docscore import gate_texts, runtime_openvino
 from docscore.batch.choose import SPEED_BATCH, cpu_signature, measure
 from docscore.batch.plan import padded_length
 from docscore.export.invariance import check_invariance
-from docscore.export.parity import FALLBACK_TEXTS, build_reference, check_variant, read_texts, summarize
-from docscore.export.source import SourceModel, open_source
+from docscore.export.gate import cuda_available, gate_texts_for, load_reference_model, run_gate
+from docscore.export.parity import build_reference
+from docscore.export.source import open_source
 from docscore.runtime import encodings_to_feed
 
 log = logging.getLogger(__name__)
@@ -49,21 +50,6 @@ def versions() -> dict:
 
     return {"docscore": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
-
-
-def _texts(path: Path | None, column: str, limit: int, carried_by: Path | None = None) -> tuple[list[str], str]:
-    """The gate's texts: ``path`` (``--verify-data``) when given, else the sample the model or bundle
-    ``carried_by`` holds (:mod:`docscore.gate_texts`), else the built-in texts with a loud warning."""
-    if path is not None:
-        return read_texts(path, column, limit), str(path)
-    carried = gate_texts.read(carried_by) if carried_by is not None else None
-    if carried is not None:
-        texts, source, _ = carried
-        return texts[:limit], f"{carried_by}/{gate_texts.GATE_TEXTS_NAME} ({source})"
-    log.warning("no --verify-data and %s carries no %s: the gate uses %d built-in support-inbox texts, which may "
-                "not resemble this model's text; pass --verify-data with your evaluation texts",
-                carried_by or "the model", gate_texts.GATE_TEXTS_NAME, len(FALLBACK_TEXTS))
-    return list(FALLBACK_TEXTS), "built-in texts"
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -105,26 +91,6 @@ BODY_FACTS = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_h
               "n_layers", "n_heads", "hidden_dim")
 
 
-def _gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu",
-          runtime: str = "onnxruntime", precision: str = "f32") -> dict:
-    from docscore.batch.engine import open_engine
-
-    t = time.perf_counter()
-    engine = open_engine(path, runtime=runtime, precision=precision, device=device, threads=threads,
-                         output_name=spec.output_name)
-    report = check_variant(engine, reference, tol)
-    report["device"] = device
-    report["seconds"] = round(time.perf_counter() - t, 3)
-    log.info("parity %s: %s -> %s", name, summarize(report), "pass" if report["passed"] else "FAIL")
-    return report
-
-
-def _cuda_available() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
 def _variant_entry(name: str, files: list[str], bundle_dir: Path, **extra) -> dict:
     from docscore.export.variants import DTYPES
 
@@ -134,19 +100,6 @@ def _variant_entry(name: str, files: list[str], bundle_dir: Path, **extra) -> di
         entry["external_data"] = files[1:]
     entry.update(extra)
     return entry
-
-
-def load_reference_model(source: SourceModel | str | os.PathLike, max_length: int, attention: str):
-    """The model as a user loads it (docscore's checkpoint loader, or ``transformers`` itself for a Hugging Face
-    folder), in the mode the bundle was exported in: the PyTorch side of parity."""
-    from docscore.export import graph
-
-    if not isinstance(source, SourceModel):
-        source = open_source(source)
-    model = source.load_model()
-    prepare_body(model, max_length)
-    graph.set_attention(model, attention)
-    return model
 
 
 def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> Path:
@@ -170,11 +123,11 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     if "bf16" in options.variants and not runtime_openvino.native_bf16():
         raise ConfigError("--bf16 needs OpenVINO and a CPU with native bf16 (AVX512_BF16 or AMX) to verify the "
                           "variant; this host lacks one of them. Export without --bf16, or on such a host.")
-    texts, source = _texts(options.verify_data, options.text_column, options.verify_rows,
+    texts, source = gate_texts_for(options.verify_data, options.text_column, options.verify_rows,
                            carried_by=Path(checkpoint_dir) if Path(checkpoint_dir).is_dir() else None)
     calibration_texts = calibration_source = None
     if options.calibration_data is not None:  # read before any export work: a bad file fails fast
-        calibration_texts, calibration_source = _texts(
+        calibration_texts, calibration_source = gate_texts_for(
             options.calibration_data, options.calibration_text_column or options.text_column,
             options.calibration_rows)
     model_source = open_source(checkpoint_dir)  # refuses what it cannot export before anything is loaded or written
@@ -235,7 +188,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
             rt = variants.runtime_of(name, native_bf16) if device == "cpu" else {"runtime": "onnxruntime",
                                                                                  "precision": "f16"}
             t = time.perf_counter()
-            report = _gate(name, tmp / files[0], reference, options.tolerance(name), spec, options.threads, device,
+            report = run_gate(name, tmp / files[0], reference, options.tolerance(name), spec, options.threads, device,
                            **rt)
             entries[name] = _variant_entry(name, files, tmp, **rt, verified=report["passed"], parity=report,
                                            **extra)
@@ -291,7 +244,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
             gate("int8-dynamic", files, source="optimized" if options.optimize else "fp32", **info)
         if options.fp16 and not failed:
             files, info = variants.convert_fp16(source_path, tmp / variants.FILE_NAMES["fp16"], external=external)
-            if _cuda_available():
+            if cuda_available():
                 try:
                     gate("fp16", files, device="cuda", **info)
                 except DeviceError as e:
@@ -361,5 +314,3 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     log.info("bundle written to %s in %.1fs", out, time.perf_counter() - t_start)
     return out
 
-
-from docscore.export.verify import verify_bundle  # noqa: E402,F401  (kept importable from here)

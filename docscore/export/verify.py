@@ -147,14 +147,14 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
     if report["checkpoint_changed"]:
         log.warning("checkpoint weights differ from those the bundle was exported from; parity will tell")
 
-    from docscore.export.exporter import _cuda_available, _gate, _texts, load_reference_model
+    from docscore.export.gate import cuda_available, gate_texts_for, load_reference_model, run_gate
     from docscore.export.invariance import check_invariance
     from docscore.export.parity import build_reference, summarize
 
     spec = bundle.spec
     hf_tokenizer = source.load_tokenizer()
     model = load_reference_model(source, spec.max_length, export.get("attention_requested", "eager"))
-    texts, data_source = _texts(Path(data) if data else None, kw["text_column"], kw["verify_rows"],
+    texts, data_source = gate_texts_for(Path(data) if data else None, kw["text_column"], kw["verify_rows"],
                                 carried_by=bundle.path)
     reference = build_reference(model, hf_tokenizer, bundle.tokenizer(truncate=True), texts,
                                 input_names=spec.input_names, pad_id=bundle.pad_id, max_length=spec.max_length,
@@ -166,11 +166,11 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
         recorded_tol = (entry.get("parity") or {}).get("tolerance")
         tol = Tolerance(**recorded_tol) if recorded_tol else DEFAULT_TOLERANCES.get(name, DEFAULT_TOLERANCES["fp32"])
         device = "cuda" if entry.get("dtype") == "float16" else "cpu"
-        if device == "cuda" and not _cuda_available():
+        if device == "cuda" and not cuda_available():
             v["note"] = "not re-checked: no CUDA execution provider here"
             v["checks"]["parity"] = _check("skipped", v["note"], source="skipped")
             continue
-        r = _gate(name, bundle.variant_path(name), reference, tol, spec, kw["threads"], device,
+        r = run_gate(name, bundle.variant_path(name), reference, tol, spec, kw["threads"], device,
                   runtime=entry.get("runtime", "onnxruntime"), precision=entry.get("precision", "f32"))
         v.update(rechecked=True, parity=r)
         v["checks"]["parity"] = _check("passed" if r["passed"] else "failed", "; ".join(r["failures"]) or summarize(r),
