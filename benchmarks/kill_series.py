@@ -216,7 +216,7 @@ def _run(cmd: list[str], env: dict, timeout: float) -> subprocess.CompletedProce
 
 
 def _default_variant(model: str, threads: int | None) -> str:
-    from docscore.batch.choose import choose_variant
+    from docscore.runtime.choose import choose_variant
     from docscore.bundle import load_bundle
 
     return choose_variant(load_bundle(model), "cpu", threads)

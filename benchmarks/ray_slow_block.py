@@ -169,7 +169,7 @@ def main(argv=None) -> int:
 
 
 def _default_variant(model: str, threads: int | None) -> str:
-    from docscore.batch.choose import choose_variant
+    from docscore.runtime.choose import choose_variant
     from docscore.bundle import load_bundle
 
     return choose_variant(load_bundle(model), "cpu", threads)

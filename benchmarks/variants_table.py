@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from docscore.batch import ScoreOptions, score_files
-from docscore.batch.choose import why_not
+from docscore.runtime.choose import why_not
 from docscore.bench.archive import make_archive
 from docscore.bundle import load_bundle
 

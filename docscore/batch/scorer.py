@@ -34,7 +34,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
-from docscore.batch.engine import open_engine
+from docscore.runtime.engine import open_engine
 from docscore.batch.options import ScoreOptions
 from docscore.batch.plan import MicroBatch, plan_batches
 from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode_chunked, encode_truncated,
@@ -43,7 +43,7 @@ from docscore.batch.textprep import (EMPTY_TEXT, ClipStats, char_lengths, encode
 from docscore.bundle import Bundle, load_bundle
 from docscore.errors import ConfigError, InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
-from docscore.runtime import pad_feed
+from docscore.runtime.ort import pad_feed
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Prepared:
 
 def resolve_variant(bundle: Bundle, device: str, requested: str | None, threads: int | None = None) -> str:
     """The variant to run: the one asked for (it must exist), else the fastest usable one measured on this CPU
-    (:mod:`docscore.batch.choose`)."""
+    (:mod:`docscore.runtime.choose`)."""
     if requested:
         bundle.variant_path(requested)  # raises BundleError naming the variants held
         entry = bundle.variants[requested]
@@ -98,7 +98,7 @@ def resolve_variant(bundle: Bundle, device: str, requested: str | None, threads:
             log.warning("variant %s is batch-dependent: a row's scores change with the rows it is batched with, the "
                         "token budget and the file layout (exported with --allow-batch-dependent)", requested)
         return requested
-    from docscore.batch.choose import choose_variant
+    from docscore.runtime.choose import choose_variant
 
     return choose_variant(bundle, device, threads)
 

@@ -15,7 +15,7 @@ from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token, percentiles
 from docscore.bench.variants import body_dims, cannot_run
 from docscore.bundle import load_bundle
-from docscore.runtime import create_session
+from docscore.runtime.ort import create_session
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LatencyOptions:
 
 def make_feed(tokenizer, input_names, batch: int, seq: int, pad_id: int = 0) -> dict[str, np.ndarray]:
     """``batch`` rows of exactly ``seq`` real tokens (special tokens included), cut from :data:`FILLER`."""
-    from docscore.runtime import encodings_to_feed
+    from docscore.runtime.ort import encodings_to_feed
 
     tokenizer.enable_truncation(seq)
     text = FILLER * (1 + seq // 60)
@@ -93,7 +93,7 @@ def _variant_call(bundle, variant: str, device: str, threads: int | None) -> Cal
     if entry.get("runtime", "onnxruntime") == "onnxruntime":
         sess = create_session(bundle.variant_path(variant), device, threads)
         return lambda feed: sess.run(None, feed)
-    from docscore.batch.engine import open_engine
+    from docscore.runtime.engine import open_engine
 
     engine = open_engine(bundle.variant_path(variant), runtime=entry["runtime"],
                          precision=entry.get("precision", "f32"), device=device, threads=threads,

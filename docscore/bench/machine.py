@@ -1,5 +1,5 @@
 """What the numbers were measured on: CPU model, SIMD, physical cores, base clock, nominal peaks per precision,
-GPU, versions. See :mod:`docscore.bench.cpu` (what the OS says) and :mod:`docscore.bench.peaks` (the peaks)."""
+GPU, versions. See :mod:`docscore.runtime.cpu` (what the OS says) and :mod:`docscore.bench.peaks` (the peaks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import platform
 import shutil
 import subprocess
 
-from docscore.bench.cpu import allowed_cpus, base_clock, physical_cores, read_cpuinfo
+from docscore.runtime.cpu import allowed_cpus, base_clock, physical_cores, read_cpuinfo
 from docscore.bench.peaks import ops_per_cycle, peaks_gflops
 
 SIMD_PREFIXES = ("avx", "fma", "amx")

@@ -82,7 +82,7 @@ def markdown_table(doc: dict) -> str:
 
 
 def choice_text(r: dict) -> str:
-    """Why ``score`` runs the variant it runs here: from :func:`docscore.batch.choose.ranking`."""
+    """Why ``score`` runs the variant it runs here: from :func:`docscore.runtime.choose.ranking`."""
     lines = [f"Default variant on {r['device']} ({r['cpu']}): {r['chosen'] or 'none usable'}"
              + (f" ({r['source']})" if r.get("source") else "")]
     for name, speed in sorted(r.get("speed", {}).items(), key=lambda kv: -kv[1]):

@@ -70,7 +70,7 @@ class ThroughputOptions:
         optimum_python: the interpreter of a virtual environment with ``optimum[onnxruntime]`` (Optimum pins its
             own transformers); adds an Optimum loop when it can import ``optimum.onnxruntime``. Default: this
             interpreter.
-        choice: record which default variant ``score`` would choose here, and why (:mod:`docscore.batch.choose`).
+        choice: record which default variant ``score`` would choose here, and why (:mod:`docscore.runtime.choose`).
         repeats: rounds; every round measures every candidate once, in the same order, and each candidate's row
             is its median round (by docs/s), with every round's docs/s kept in ``rounds_docs_per_s``.
     """
@@ -472,7 +472,7 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
             progress(f"skipped {s['pipeline']} {s['variant']}: {s['why']}")
     _relate(doc["results"])
     if opts.choice:
-        from docscore.batch.choose import ranking
+        from docscore.runtime.choose import ranking
 
         doc["choice"] = ranking(bundle, opts.device, opts.threads)
     return doc

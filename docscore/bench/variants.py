@@ -16,13 +16,13 @@ def cannot_run(bundle: Bundle, name: str, device: str) -> str | None:
     if device == "cpu" and variant_precision(name, entry) == "fp16":
         return "fp16 is for CUDA"
     if entry.get("runtime", "onnxruntime") == "openvino":
-        from docscore import runtime_openvino
+        from docscore.runtime import ov
 
         if device != "cpu":
             return "OpenVINO variants run on the CPU only"
-        if not runtime_openvino.available():
-            return f"needs OpenVINO: {runtime_openvino.INSTALL_HINT}"
-        if entry.get("precision") == "bf16" and not runtime_openvino.native_bf16():
+        if not ov.available():
+            return f"needs OpenVINO: {ov.INSTALL_HINT}"
+        if entry.get("precision") == "bf16" and not ov.native_bf16():
             return "needs native bf16 (AVX512_BF16 or AMX); this CPU has none"
     return None
 

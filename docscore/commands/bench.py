@@ -82,7 +82,7 @@ def run(args) -> int:
         return 0
 
     if args.bench_command == "choose":
-        from docscore.batch.choose import ranking
+        from docscore.runtime.choose import ranking
         from docscore.bundle import load_bundle
 
         print(report.choice_text(ranking(load_bundle(args.model), args.device, args.threads)))

@@ -23,14 +23,15 @@ from docscore.errors import ConfigError, DeviceError, ParityError
 from docscore.export.bodies import prepare_body
 from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions
 from docscore.files import publishable
-from docscore import gate_texts, runtime_openvino
-from docscore.batch.choose import SPEED_BATCH, cpu_signature, measure
+from docscore import gate_texts
+from docscore.runtime import ov
+from docscore.runtime.choose import SPEED_BATCH, cpu_signature, measure
 from docscore.batch.plan import padded_length
 from docscore.export.invariance import check_invariance
 from docscore.export.gate import cuda_available, gate_texts_for, load_reference_model, run_gate
 from docscore.export.parity import build_reference
 from docscore.export.source import open_source
-from docscore.runtime import encodings_to_feed
+from docscore.runtime.ort import encodings_to_feed
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
     t_start = time.perf_counter()
     out = Path(options.output).absolute()
     _check_target(out, options.overwrite)
-    if "bf16" in options.variants and not runtime_openvino.native_bf16():
+    if "bf16" in options.variants and not ov.native_bf16():
         raise ConfigError("--bf16 needs OpenVINO and a CPU with native bf16 (AVX512_BF16 or AMX) to verify the "
                           "variant; this host lacks one of them. Export without --bf16, or on such a host.")
     texts, source = gate_texts_for(options.verify_data, options.text_column, options.verify_rows,
@@ -179,7 +180,7 @@ def export_bundle(checkpoint_dir: str | os.PathLike, options: ExportOptions) -> 
 
         entries: dict[str, dict] = {}
         failed: dict[str, list[str]] = {}
-        native_bf16 = runtime_openvino.native_bf16()
+        native_bf16 = ov.native_bf16()
 
         def in_progress() -> Bundle:
             return Bundle(tmp, {"spec": spec.to_dict(), "tokenizer": tok_info, "variants": entries})

@@ -48,7 +48,7 @@ def load_reference_model(source: SourceModel | str | os.PathLike, max_length: in
 def run_gate(name: str, path: Path, reference, tol: Tolerance, spec, threads, device: str = "cpu",
           runtime: str = "onnxruntime", precision: str = "f32") -> dict:
     """Run variant ``name`` (``path``) on its runtime against the PyTorch ``reference`` and judge it by ``tol``."""
-    from docscore.batch.engine import open_engine
+    from docscore.runtime.engine import open_engine
 
     t = time.perf_counter()
     engine = open_engine(path, runtime=runtime, precision=precision, device=device, threads=threads,

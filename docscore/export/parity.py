@@ -22,7 +22,7 @@ import numpy as np
 
 from docscore.errors import InputDataError
 from docscore.postprocess import predicted_index, scores_from_logits
-from docscore.runtime import encodings_to_feed
+from docscore.runtime.ort import encodings_to_feed
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +198,7 @@ def compare(ref: np.ndarray, out: np.ndarray, problem_type: str, tol) -> dict:
 
 def check_variant(engine, reference: Reference, tolerance) -> dict:
     """Run every case through ``engine`` (anything with ``run(feed) -> logits``, see
-    :func:`docscore.batch.engine.open_engine`) and judge it.
+    :func:`docscore.runtime.engine.open_engine`) and judge it.
 
     Returns:
         the parity report: ``passed``, ``failures`` (human-readable), ``tolerance``, per-kind metrics

@@ -16,7 +16,7 @@ from docscore.batch.windows import cut_windows
 from docscore.bundle import load_bundle
 from docscore.errors import ConfigError, DeviceError
 from docscore.postprocess import scores_from_logits
-from docscore.runtime import encodings_to_feed
+from docscore.runtime.ort import encodings_to_feed
 
 # The reference runs each sequence alone at its exact length; the scorer pads it to a length bucket derived from its
 # own length, and fp32 logits at another padded length differ only by the kernels' summation order.
@@ -129,7 +129,7 @@ def test_cuda_requested_without_a_gpu_fails_loudly(bundle, opts):
 
 
 def test_cuda_session_silently_on_cpu_is_refused():
-    from docscore.runtime import check_providers
+    from docscore.runtime.ort import check_providers
 
     with pytest.raises(DeviceError, match="CUDA provider failed to start"):
         check_providers("cuda", ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"])

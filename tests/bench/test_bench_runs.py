@@ -32,9 +32,9 @@ def test_latency_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):
 
 
 def _openvino() -> bool:
-    from docscore import runtime_openvino
+    from docscore.runtime import ov
 
-    return runtime_openvino.available()
+    return ov.available()
 
 
 def test_throughput_quick(bundle, tiny_checkpoint_factory, tmp_path, capsys):

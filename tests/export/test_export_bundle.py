@@ -140,7 +140,7 @@ def test_fp16_without_cuda_is_kept_unverified(tiny_bundle_factory):
     bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "fp16")))
     fp16 = bundle.variants["fp16"]
     assert fp16["verified"] is False and fp16["parity"] is None and "not verified" in fp16["note"]
-    from docscore.batch.choose import choose_variant
+    from docscore.runtime.choose import choose_variant
 
     assert choose_variant(bundle) == "fp32"
 
@@ -270,9 +270,9 @@ def test_bundle_scores_without_torch(tiny_bundle_factory):
         import sys
         sys.modules["torch"] = None          # any `import torch` now raises ImportError
         sys.modules["transformers"] = None
-        from docscore.batch.choose import choose_variant
+        from docscore.runtime.choose import choose_variant
         from docscore.bundle import load_bundle
-        from docscore.runtime import create_session, encodings_to_feed
+        from docscore.runtime.ort import create_session, encodings_to_feed
         from docscore.postprocess import scores_from_logits
         b = load_bundle({str(bundle_dir)!r})
         tok = b.tokenizer()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from docscore.batch import ScoreOptions, Scorer
-from docscore.batch.choose import ranking
+from docscore.runtime.choose import ranking
 from docscore.bundle import load_bundle
 from docscore.errors import ConfigError, ParityError
 from docscore.export import ExportOptions, export_bundle
@@ -36,7 +36,7 @@ def test_openvino_splits_a_batch_across_streams_with_the_same_bits(tiny_bundle_f
     run's and the row's own, alone (odd row counts leave slices of unequal size)."""
     import numpy as np
 
-    from docscore.runtime_openvino import OpenVINOEngine
+    from docscore.runtime.ov import OpenVINOEngine
 
     bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "int8")))
     path = bundle.variant_path("int8")
@@ -59,7 +59,7 @@ def test_openvino_compiles_in_the_background_with_the_same_bits_and_reports_a_fa
     logits are the ones a model compiled in the foreground gives, and a compile failure surfaces there, named."""
     import numpy as np
 
-    from docscore.runtime_openvino import OpenVINOEngine
+    from docscore.runtime.ov import OpenVINOEngine
 
     bundle = load_bundle(tiny_bundle_factory(variants=("fp32", "int8")))
     path, precision = bundle.variant_path("int8"), bundle.variants["int8"]["precision"]
@@ -116,10 +116,10 @@ def test_scores_do_not_depend_on_companions_budget_or_layout(tiny_bundle_factory
 
 
 def test_bf16_is_refused_up_front_where_the_cpu_cannot_verify_it(tiny_checkpoint_factory, tmp_path, monkeypatch):
-    from docscore import runtime_openvino
+    from docscore.runtime import ov
     from docscore.errors import ConfigError
 
-    monkeypatch.setattr(runtime_openvino, "native_bf16", lambda: False)  # any host: as a CPU without bf16
+    monkeypatch.setattr(ov, "native_bf16", lambda: False)  # any host: as a CPU without bf16
     out = tmp_path / "b"
     with pytest.raises(ConfigError, match="--bf16 needs OpenVINO and a CPU with native bf16"):
         export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=out, bf16=True))
@@ -128,9 +128,9 @@ def test_bf16_is_refused_up_front_where_the_cpu_cannot_verify_it(tiny_checkpoint
 
 def test_bf16_is_exported_behind_the_gate_and_bit_identical_where_the_cpu_has_it(tiny_checkpoint_factory,
                                                                                    tmp_path):
-    from docscore import runtime_openvino
+    from docscore.runtime import ov
 
-    if not runtime_openvino.native_bf16():
+    if not ov.native_bf16():
         pytest.skip("no native bf16 on this CPU: the refusal is tested above")
     bundle = load_bundle(export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(output=tmp_path / "b",
                                                                                       bf16=True)))
@@ -178,7 +178,7 @@ def test_a_fixed_smooth_quant_builds_one_candidate(tiny_bundle_factory, tmp_path
 
     from docscore.export import variants
     from docscore.export.options import parse_smooth_quant
-    from docscore.runtime import encodings_to_feed
+    from docscore.runtime.ort import encodings_to_feed
 
     bundle = load_bundle(tiny_bundle_factory(variants=("fp32",)))
     tok = Tokenizer.from_file(str(bundle.path / "tokenizer.json"))

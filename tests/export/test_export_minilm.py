@@ -51,9 +51,9 @@ def minilm_checkpoint(tmp_path_factory, minilm_dir, hf_tokenizer):
 
 
 def _native_bf16() -> bool:
-    from docscore import runtime_openvino
+    from docscore.runtime import ov
 
-    return runtime_openvino.native_bf16()
+    return ov.native_bf16()
 
 
 # every CPU variant docscore ships on this host: bf16 only where the CPU computes bf16 natively
@@ -87,7 +87,7 @@ def test_minilm_exports_optimized_and_int8_through_the_gate(minilm_bundle, minil
         assert v[name]["invariance"]["passed"], v[name]["invariance"]["failures"]
         assert v[name]["speed"]["seqs_per_s"] > 0
     fastest = max(CPU_VARIANTS, key=lambda n: v[n]["speed"]["seqs_per_s"])
-    from docscore.batch.choose import choose_variant
+    from docscore.runtime.choose import choose_variant
 
     assert choose_variant(bundle) == fastest  # chosen by the speeds measured at export on this CPU
     assert json.loads((out / "tokenizer.json").read_text())["padding"] is None  # MiniLM's fixed 128 must not leak

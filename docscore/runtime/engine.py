@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from docscore.errors import ConfigError, DeviceError
-from docscore.runtime import create_session
+from docscore.runtime.ort import create_session
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def open_engine(model_path: str | os.PathLike, *, runtime: str = "onnxruntime", 
         if device != "cpu":
             raise DeviceError(f"{model_path} is an OpenVINO variant, which docscore runs on the CPU only; pick a "
                               "variant for --device cuda (fp16, optimized or fp32)")
-        from docscore.runtime_openvino import OpenVINOEngine
+        from docscore.runtime.ov import OpenVINOEngine
 
         return OpenVINOEngine(model_path, precision=precision, threads=threads, output_name=output_name,
                               background=background)

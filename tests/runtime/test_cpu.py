@@ -1,6 +1,6 @@
 """Reading the CPU: processors, physical cores among the allowed CPUs, the base clock and where it came from."""
 
-from docscore.bench.cpu import base_clock, parse_cpuinfo, physical_cores
+from docscore.runtime.cpu import base_clock, parse_cpuinfo, physical_cores
 from docscore.bench.machine import cpu_facts, peak_for
 
 

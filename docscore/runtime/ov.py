@@ -49,7 +49,7 @@ def native_bf16() -> bool:
 
 
 def _physical_cores() -> int:
-    from docscore.bench.cpu import allowed_cpus, physical_cores, read_cpuinfo
+    from docscore.runtime.cpu import allowed_cpus, physical_cores, read_cpuinfo
 
     try:
         return max(1, physical_cores(read_cpuinfo(), allowed_cpus())[0])

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from docscore.batch import Scorer, ScoreOptions
-from docscore.batch import choose
+from docscore.runtime import choose
 from docscore.bundle import load_bundle
 from docscore.errors import DeviceError
 
@@ -45,13 +45,13 @@ def test_an_openvino_variant_with_device_cuda_is_refused(tiny_bundle_factory):
 
 
 def test_a_bf16_variant_is_refused_when_scoring_on_a_cpu_without_native_bf16(tiny_bundle_factory, monkeypatch):
-    from docscore import runtime_openvino
+    from docscore.runtime import ov
 
-    if not runtime_openvino.native_bf16():
+    if not ov.native_bf16():
         pytest.skip("no native bf16 on this CPU: a bf16 bundle cannot be exported here (refusal tested at export)")
     bundle = tiny_bundle_factory(bf16=True)
     Scorer(bundle, ScoreOptions(variant="bf16", threads=1))(pa.table({"text": ["a parcel never arrived"]}))
-    monkeypatch.setattr(runtime_openvino, "native_bf16", lambda: False)  # the same bundle on a CPU without it
+    monkeypatch.setattr(ov, "native_bf16", lambda: False)  # the same bundle on a CPU without it
     with pytest.raises(DeviceError, match="no native bf16"):
         Scorer(bundle, ScoreOptions(variant="bf16", threads=1)).load()
     assert "bf16" in choose.ranking(load_bundle(bundle))["excluded"]  # and never the default there

@@ -20,6 +20,7 @@ from pathlib import Path
 from docscore import storage
 from docscore.bundle import Bundle
 from docscore.errors import BundleError
+from docscore.runtime.cpu import read_cpuinfo
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +31,10 @@ SPEED_BATCH = (16, 256)  # rows x tokens of the timing feed (tokens capped at th
 
 def cpu_signature() -> str:
     """What makes two hosts' speed rankings comparable: CPU model, the ISA extensions the kernels use, CPUs."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
+    procs = read_cpuinfo()
+    first = procs[0] if procs else {}
+    model = first.get("model name") or platform.processor() or platform.machine()
+    flags = set(first.get("flags", "").split())
     isa = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni"})
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{model} | {' '.join(isa)} | {cpus} cpus"
@@ -60,11 +53,11 @@ def why_not(bundle: Bundle, name: str, device: str) -> str | None:
     if name == "fp16":
         return "fp16 is for CUDA"
     if runtime == "openvino":
-        from docscore import runtime_openvino
+        from docscore.runtime import ov
 
-        if not runtime_openvino.available():
-            return f"needs OpenVINO: {runtime_openvino.INSTALL_HINT}"
-        if entry.get("precision") == "bf16" and not runtime_openvino.native_bf16():
+        if not ov.available():
+            return f"needs OpenVINO: {ov.INSTALL_HINT}"
+        if entry.get("precision") == "bf16" and not ov.native_bf16():
             return "needs native bf16 (AVX512_BF16 or AMX)"
     return None
 
@@ -83,8 +76,8 @@ def measure(bundle: Bundle, names: list[str], threads: int | None = None, rounds
     """Sequences per second of each variant on one fixed feed (``SPEED_BATCH``): same warm-up for each, then
     ``rounds`` rounds that run every candidate once in turn, so a burst of load hits all of them alike; a
     candidate's speed is its best round."""
-    from docscore.batch.engine import open_engine
-    from docscore.runtime import pad_feed
+    from docscore.runtime.engine import open_engine
+    from docscore.runtime.ort import pad_feed
 
     rows, tokens = SPEED_BATCH[0], min(SPEED_BATCH[1], bundle.spec.max_length)
     ids = [[bundle.pad_id + 100 + (r * 7 + t) % 1000 for t in range(tokens)] for r in range(rows)]
