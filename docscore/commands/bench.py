@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from docscore.commands import HelpFormatter
 import json
 import sys
 from pathlib import Path
@@ -17,7 +19,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                        description="Benchmarks that put PyTorch eager and every bundle variant side by side, in one "
                        "run. Each run prints the machine and settings and writes JSON, a Markdown table and a PNG.")
     bsub = p.add_subparsers(dest="bench_command", metavar="KIND", required=True)
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     lat = bsub.add_parser("latency", formatter_class=fmt, help="p50/p95/p99 over batch size × sequence length",
                           description="p50/p95/p99 latency of one model call over a batch × sequence grid, for "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from docscore.commands import HelpFormatter
 import json
 import os
 import sys
@@ -15,7 +17,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         description="Export body + head to one ONNX graph with dynamic batch and sequence axes, write the bundle "
         "(model variants, tokenizer.json, docscore.json manifest) and gate every variant on end-to-end parity with "
         "PyTorch. A failed gate exits non-zero (3) and writes nothing.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT",
                    help="checkpoint directory from `docscore train` or `docscore import`, or a Hugging Face "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from docscore.commands import HelpFormatter
+
 
 def register(sub, name: str) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -15,7 +17,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "LogisticRegression head read from model_head.pkl by an allowlist reader that runs no code). A state dict "
         "that does not fit exactly is refused, naming the keys; nothing is written (exit 2). A Hugging Face "
         "*ForSequenceClassification folder needs no import: pass it to export-onnx.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("source", metavar="SRC", help="state dict file (.pt, .pth, .bin, .safetensors) or SetFit folder")
     p.add_argument("--output", "-o", required=True,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from docscore.commands import HelpFormatter
 import json
 
 
@@ -13,7 +15,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         description="Label distribution, confidence histogram and per-row errors over every finished output "
         "in OUT (read lazily with polars), and the last run's decisions: files scored, skipped, changed, deleted "
         "and failed, error rate, schema drift.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("output", metavar="OUT", help="the --output directory of docscore score (a path or a URI)")
     p.add_argument("--bins", type=int, default=10, help="confidence histogram bins over [0, 1]")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from docscore.commands import HelpFormatter
 import json
 import sys
 
@@ -22,7 +24,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "folders are columns. Exit codes: 0 success, 1 partial (failed/refused/stale files or row error rate above "
         "--max-error-rate), 2 refused options or input, 4 bad bundle, 5 output I/O error, 6 OUT locked by "
         "another run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="Parquet file, directory (every *.parquet below it) or glob (quote it); a local path or a "

@@ -4,6 +4,8 @@ before deploying it (CI)."""
 from __future__ import annotations
 
 import argparse
+
+from docscore.commands import HelpFormatter
 import json
 
 
@@ -16,7 +18,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "missing, truncated or changed since export (exit 4); with --checkpoint, refuse a checkpoint whose labels, "
         "problem type, pooling, max_length or inputs differ from the bundle's (exit 4), and re-run the parity gate "
         "of every variant with the tolerances recorded in the manifest (exit 3 on failure).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("bundle", metavar="BUNDLE",
                    help="bundle directory from `docscore export-onnx`, local or a URI (s3://...: copied to a local "
