@@ -336,3 +336,17 @@ def test_the_gate_texts_travel_with_the_model_and_never_come_from_the_working_fo
     out2 = export_bundle(ckpt, ExportOptions(output=tmp_path / "b2"))
     assert load_bundle(out2).variants["fp32"]["parity"]["data_source"] == "built-in texts"
     assert "carries no gate_texts.json" in caplog.text and "pass --verify-data" in caplog.text
+
+
+def test_calibration_data_has_its_own_text_column(tiny_checkpoint_factory, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    calib = tmp_path / "archive.parquet"
+    pq.write_table(pa.table({"content": [f"my parcel {i} is late again, where is the courier" for i in range(40)]}),
+                   calib)
+    out = export_bundle(tiny_checkpoint_factory("bert"), ExportOptions(
+        output=tmp_path / "b", quantize="int8", calibration_data=calib, calibration_text_column="content",
+        tolerances={"int8": {"min_label_agreement": 0.5}}))  # one repeated sentence calibrates a random body badly
+    calibration = load_bundle(out).variants["int8"]["quantization"]["calibration"]
+    assert calibration["rows"] == 40 and calibration["source"] == str(calib)
