@@ -28,8 +28,8 @@ def tiny_body_dir(tmp_path_factory, hf_tokenizer):
 
 def tiny_args(tmp_path, tiny_body_dir, **kw):
     base = dict(train_data=str(SAMPLES / "train.csv"), eval_data=str(SAMPLES / "eval.csv"), val_split=0.0,
-                output=str(tmp_path / "ck"), body=str(tiny_body_dir), epochs=4, batch_size=16, lr=1e-3,
-                head_lr=1e-2, max_length=64, seed=7)
+                output=str(tmp_path / "ck"), body=str(tiny_body_dir), num_train_epochs=4, per_device_train_batch_size=16,
+                learning_rate=1e-3, head_learning_rate=1e-2, max_length=64, seed=7)
     base.update(kw)
     return TrainingArguments(**base)
 
@@ -48,12 +48,12 @@ def test_training_learns_the_samples(tmp_path, tiny_body_dir):
 
 
 def test_same_seed_same_weights(tmp_path, tiny_body_dir):
-    a = train(tiny_args(tmp_path / "a", tiny_body_dir, epochs=1))
-    b = train(tiny_args(tmp_path / "b", tiny_body_dir, epochs=1))
+    a = train(tiny_args(tmp_path / "a", tiny_body_dir, num_train_epochs=1))
+    b = train(tiny_args(tmp_path / "b", tiny_body_dir, num_train_epochs=1))
     wa, wb = load_file(a.output / "model.safetensors"), load_file(b.output / "model.safetensors")
     assert wa.keys() == wb.keys()
     assert all((wa[k] == wb[k]).all() for k in wa)
-    c = train(tiny_args(tmp_path / "c", tiny_body_dir, epochs=1, seed=8))
+    c = train(tiny_args(tmp_path / "c", tiny_body_dir, num_train_epochs=1, seed=8))
     wc = load_file(c.output / "model.safetensors")
     assert any(not (wa[k] == wc[k]).all() for k in wa)
 
@@ -63,14 +63,14 @@ def test_multi_label_and_regression(tmp_path, tiny_body_dir):
     multi = pa.table({"text": texts, "label": [["billing"], ["shipping"], ["tech"], ["billing", "shipping"]] * 6})
     pq.write_table(multi, tmp_path / "multi.parquet")
     r = train(tiny_args(tmp_path, tiny_body_dir, train_data=str(tmp_path / "multi.parquet"), eval_data=None,
-                        val_split=0.25, epochs=1, output=str(tmp_path / "m")))
+                        val_split=0.25, num_train_epochs=1, output=str(tmp_path / "m")))
     cfg = json.loads((r.output / "config.json").read_text())
     assert cfg["spec"]["head"]["problem_type"] == "multi_label"
     assert cfg["spec"]["head"]["labels"] == ["billing", "shipping", "tech"]
     reg = pa.table({"text": texts, "label": [0.1, 0.5, 0.9, 0.3] * 6})
     pq.write_table(reg, tmp_path / "reg.parquet")
     r = train(tiny_args(tmp_path, tiny_body_dir, train_data=str(tmp_path / "reg.parquet"), eval_data=None,
-                        val_split=0.25, epochs=1, metric="loss", output=str(tmp_path / "r")))
+                        val_split=0.25, num_train_epochs=1, metric_for_best_model="loss", output=str(tmp_path / "r")))
     cfg = json.loads((r.output / "config.json").read_text())
     assert cfg["spec"]["head"]["problem_type"] == "regression"
 
