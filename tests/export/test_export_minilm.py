@@ -47,6 +47,11 @@ def minilm_checkpoint(tmp_path_factory, minilm_dir, hf_tokenizer):
         opt.step()
     out = tmp_path_factory.mktemp("minilm") / "checkpoint"
     save_checkpoint(model, hf_tokenizer, out, ModelSpec(head, 128, model.input_names, model.body.config.model_type))
+    # as `docscore train` does: the gate's texts travel with the model (the samples' eval texts)
+    from docscore import gate_texts
+    from docscore.data import read_table
+
+    gate_texts.write(out, read_table(SAMPLES / "eval.csv").column("text").to_pylist(), "samples/eval.csv")
     return out
 
 
