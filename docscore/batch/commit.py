@@ -440,8 +440,15 @@ class Staging:
     def commit_part(self, tmp: str, rel: str, index: int) -> None:
         self._place(tmp, self.part(rel, index))
 
+    def staged_file(self, rel: str, name: str) -> str:
+        """Another committed file of a shard in progress (e.g. a part of its score file)."""
+        return _join(self.shard_dir(rel), name)
+
+    def commit_file(self, tmp: str, rel: str, name: str) -> None:
+        self._place(tmp, self.staged_file(rel, name))
+
     def publish(self, tmp: str, rel: str) -> None:
-        """Move a whole output into ``OUT/<rel>`` (a rename on a local disk, an upload to the final key on an
+        """Move a whole file (an output, a score file) into ``OUT/<rel>`` (a rename on a local disk, an upload to the final key on an
         object store: atomic either way)."""
         self._place(tmp, _join(self.out, rel))
 

@@ -65,6 +65,9 @@ from docscore.batch.commit import WriterLock
 from docscore.batch.inputs import InputFile, Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.policy import record_failure
+from docscore.batch import scorefiles
+from docscore.batch.reuse import Reuse
+from docscore.batch.scorefiles import Keys, ScoreFileWriter, score_schema
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
 from docscore.errors import InputDataError, LockLostError, OutputError
@@ -157,6 +160,8 @@ class OutputCommitter:
         self._tmp: str | None = None  # its in-progress file
         self._pending: list[pa.Table] = []  # rows not yet in a row group
         self._pending_rows = 0
+        self._scores: ScoreFileWriter | None = None  # the shard's score file (options.reuse)
+        self.reuse: Reuse | None = None  # what this output scored before (open_reuse)
 
     # --- the job ------------------------------------------------------------------------------------------------
 
@@ -185,7 +190,23 @@ class OutputCommitter:
         storage.delete(self.out.fs, self.out.join(SUCCESS))
         self.cleaned = len(self.state.staging.clean(
             keep={rel for rel, e in self.state.shards.items() if e.get("status") == "pending"}))
+        self.cleaned += scorefiles.clean(self.out, self._score_files(), self._fence)
         return self.state
+
+    def _score_files(self) -> set[str]:
+        """The score files the manifest's entries name (relative to OUT)."""
+        return {e["reuse"] for e in self.state.shards.values() if isinstance(e.get("reuse"), str)}
+
+    def open_reuse(self, scores: pa.Schema) -> Reuse:
+        """Read the keys of the score files of the outputs done so far (:mod:`docscore.batch.reuse`); they stay
+        until this run ends, whatever it replaces or prunes meanwhile."""
+        paths = sorted(self._score_files() & {e.get("reuse") for e in self.state.shards.values()
+                                              if e.get("status") == "done"})
+        self.reuse = Reuse.open(self.out, paths, scores)
+        s = self.summary
+        s.reuse_index_rows, s.reuse_index_bytes, s.reuse_load_s = (len(self.reuse.index), self.reuse.index.nbytes,
+                                                                    self.reuse.load_s)
+        return self.reuse
 
     def start(self, summary: "RunSummary") -> None:
         """The summary that shard events are counted in."""
@@ -205,6 +226,7 @@ class OutputCommitter:
         """Fold the journal into the manifest and write the summary (each one whole object / one rename)."""
         self.state.compact()
         self._fence()
+        scorefiles.clean(self.out, self._score_files(), self._fence)  # those replaced or pruned by this run
         write_json_atomic(self.out.join(SUMMARY), self.summary.to_dict(), self.out.fs)
 
     def lost_error(self) -> LockLostError | None:
@@ -241,12 +263,22 @@ class OutputCommitter:
         if self._plan is not None:
             raise RuntimeError(f"begin_shard({plan.shard.rel}) while {self._plan.shard.rel} is open")
         self._plan, self._part = plan, plan.done
+        if self.options.reuse:
+            self._scores = ScoreFileWriter(self.state.staging, plan.shard.rel, plan.parts, plan.done,
+                                           score_schema(plan.schema, self.options.output_columns()))
         self.state.record(plan.shard.rel, {"input": plan.shard.source, "fingerprint": plan.fingerprint,
                                            "status": "pending", "rows": plan.rows, "parts": plan.parts})
 
-    def write(self, table: pa.Table, stats: WindowStats | None = None) -> None:
-        """Append scored rows (in input order, any number of rows) to the part being written."""
+    def write(self, table: pa.Table, stats: WindowStats | None = None, keys: Keys | None = None) -> None:
+        """Append scored rows (in input order, any number of rows) to the part being written.
+
+        Args:
+            keys: the rows' text digests, for the shard's score file (None: the shard gets none).
+        """
         self._fence(read=False)  # the heartbeat saw another holder: stop now, not at the end of the part
+        if self._scores is not None:
+            with self._naming_file():
+                self._scores.write(table, keys)
         if table.num_rows:
             self._pending.append(table)
             self._pending_rows += table.num_rows
@@ -270,6 +302,8 @@ class OutputCommitter:
                 self._open()
             self._writer.close()
             staging = self.state.staging
+            if self._scores is not None:  # committed first: a committed part always has its score part
+                self._scores.commit_part(part)
             if plan.parts == 1:
                 staging.publish(self._tmp, plan.shard.rel)
             else:
@@ -288,6 +322,10 @@ class OutputCommitter:
         if self._part != plan.parts:
             raise RuntimeError(f"{plan.shard.rel}: finished after {self._part} of {plan.parts} parts")
         rel = plan.shard.rel
+        scores = None
+        if self._scores is not None:
+            with self._naming_file():
+                scores = self._scores.publish()
         if plan.parts > 1:
             self._merge_parts()
         failpoint("output_committed")
@@ -295,9 +333,9 @@ class OutputCommitter:
         fingerprint = {**plan.fingerprint, "sha256": sha256} if sha256 else plan.fingerprint
         state.record(rel, {"input": plan.shard.source, "fingerprint": fingerprint, "status": "done",
                            "rows": plan.rows, "parts": plan.parts, "errors": len(errors) - errors.null_count,
-                           "columns": plan.columns})
+                           "columns": plan.columns, **({"reuse": scores} if scores else {})})
         state.staging.discard(rel)
-        self._plan = None
+        self._plan = self._scores = None
         self.summary.files += 1
         self.summary.scored.append(rel)
         self.progress.file_done(rel, "done")
@@ -324,7 +362,9 @@ class OutputCommitter:
                 self.state.staging.work_fs.delete_file(self._tmp)
             except OSError:
                 pass
-        self._writer = self._tmp = self._plan = None
+        if self._scores is not None:
+            self._scores.abort()
+        self._writer = self._tmp = self._plan = self._scores = None
         self._pending, self._pending_rows = [], 0
 
     # --- files --------------------------------------------------------------------------------------------------

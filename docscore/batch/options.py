@@ -65,6 +65,9 @@ class ScoreOptions:
             kept, reported, and the run fails (exit 1, no ``_SUCCESS``): stale rows are never silently served.
         max_error_rate: the run fails (exit 1, no ``_SUCCESS``) when more than this share of the output rows of
             this run's inputs have a per-row ``error`` (null/empty text, bad type, invalid UTF-8).
+        reuse: copy the outputs of texts this output scored before (earlier nights, earlier rows of this run)
+            instead of inferring them again (:mod:`docscore.batch.reuse`); the outputs are the same bytes either way.
+            ``False`` neither uses nor writes the score files that make this possible.
         s3_endpoint: the endpoint of an S3-compatible store (``http://host:9000``) for ``s3://`` URIs that name
             none in their ``endpoint_override`` query parameter; default: ``AWS_ENDPOINT_URL``, else AWS.
     """
@@ -95,6 +98,7 @@ class ScoreOptions:
     on_change: str = "rescore"
     prune: bool = False
     max_error_rate: float = 0.05
+    reuse: bool = True
     s3_endpoint: str | None = None
     extra: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -134,7 +138,7 @@ class ScoreOptions:
         values is refused (or, with ``overwrite``, starts over), so resumed shards never mix two settings."""
         d = asdict(self)
         for volatile in ("overwrite", "fail_fast", "queue_depth", "read_batch_rows", "extra", "arena", "io_binding",
-                         "on_change", "prune", "max_error_rate", "s3_endpoint"):
+                         "on_change", "prune", "max_error_rate", "s3_endpoint", "reuse"):
             d.pop(volatile)
         d["variant"] = variant
         d["passthrough"] = list(self.passthrough)

@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, pl
 from docscore.batch.inputs import InputFile, RowStream, Shard, discover
 from docscore.batch.options import ScoreOptions
 from docscore.batch.policy import account, check_text_column, handle_deleted, plan_shards
+from docscore.batch.reuse import Reuse, WindowReuse
 from docscore.batch.scorer import Prepared, Scorer
 from docscore.batch.summary import Progress, RunSummary
 from docscore.batch.windows import cut_windows
@@ -65,7 +66,7 @@ def score_files(inputs: list, bundle: str | os.PathLike | Bundle, output_dir: st
     options = options or ScoreOptions()
 
     def execute(scorer, committer, todo):
-        _Pipeline(scorer, committer, options).run(todo)
+        _Pipeline(scorer, committer, options, committer.reuse).run(todo)
 
     return run_shards(inputs, bundle, output_dir, options, progress, execute)
 
@@ -115,6 +116,8 @@ def _run_locked(shards, bundle: Bundle, committer: OutputCommitter, options: Sco
     summary = RunSummary(variant=scorer.variant, bundle_sha256=bundle_info["sha256"], output_dir=out.uri,
                          max_error_rate=options.max_error_rate, cleaned=committer.cleaned)
     committer.start(summary)
+    if options.reuse:  # before plan_shards: a changed or deleted input's old scores still serve this run
+        committer.open_reuse(scorer.score_schema())
 
     todo, total_rows = plan_shards(shards, state, options, summary)
     handle_deleted(shards, state, options, summary)
@@ -161,7 +164,8 @@ class _Begin:
 
 @dataclass(frozen=True)
 class _Window:
-    prepared: Prepared
+    prepared: Prepared  # the rows to compute (every row of the window unless some are reused)
+    reuse: WindowReuse | None = None  # the window's reuse plan (options.reuse)
     logits: np.ndarray | None = None  # (S, num_labels), set by the inference stage
 
 
@@ -189,8 +193,8 @@ class _Pipeline:
     """Reader (tokenise) → caller thread (infer) → writer (assemble, commit); the first exception anywhere stops
     all three."""
 
-    def __init__(self, scorer: Scorer, committer: OutputCommitter, options: ScoreOptions):
-        self.scorer, self.committer, self.options = scorer, committer, options
+    def __init__(self, scorer: Scorer, committer: OutputCommitter, options: ScoreOptions, reuse: Reuse | None = None):
+        self.scorer, self.committer, self.options, self.reuse = scorer, committer, options, reuse
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.to_infer: queue.Queue = queue.Queue(maxsize=options.queue_depth)
@@ -267,9 +271,17 @@ class _Pipeline:
             for part in range(plan.done, plan.parts):
                 for window in cut_windows(stream.take(plan.part_rows(part)), scorer.window_lengths,
                                           opts.sort_window, opts.window_max_chars):
-                    self._put(self.to_infer, _Window(scorer.prepare(window)))
+                    self._put(self.to_infer, self._prepare(window))
                 self._put(self.to_infer, _PartEnd(part))
             self._put(self.to_infer, _End(source.hexdigest()))
+
+    def _prepare(self, window) -> _Window:
+        if self.reuse is None:
+            return _Window(self.scorer.prepare(window))
+        plan = self.reuse.plan(window, self.options.text_column, list(self.options.output_columns()))
+        prepared = self.scorer.prepare(window.take(plan.infer) if plan.reused else window)
+        self.reuse.accept(plan)
+        return _Window(prepared, plan)
 
     # --- stage 2: inference -----------------------------------------------------------------------------------
 
@@ -277,7 +289,7 @@ class _Pipeline:
         while True:
             item = self._get(self.to_infer)
             if isinstance(item, _Window):
-                item = _Window(item.prepared, self.scorer.infer(item.prepared))
+                item = _Window(item.prepared, item.reuse, self.scorer.infer(item.prepared))
             self._put(self.to_write, item)
             if item is _DONE:
                 return
@@ -291,7 +303,14 @@ class _Pipeline:
             if item is _DONE:
                 return
             if isinstance(item, _Window):
-                committer.write(self.scorer.assemble(item.prepared, item.logits), item.prepared.stats)
+                table = self.scorer.assemble(item.prepared, item.logits)
+                if item.reuse is None:
+                    committer.write(table, item.prepared.stats)
+                    continue
+                table = self.reuse.combine(item.reuse, table)
+                stats = replace(item.prepared.stats, rows=table.num_rows, reused=item.reuse.reused,
+                                errors=table.num_rows - table.column("error").null_count)
+                committer.write(table, stats, item.reuse.keys)
             elif isinstance(item, _Begin):
                 committer.begin_shard(item.plan)
             elif isinstance(item, _PartEnd):

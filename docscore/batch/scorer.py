@@ -64,6 +64,7 @@ class WindowStats:
     clip_retried: int = 0
     unk_rows: int = 0  # rows with unk_fraction > UNK_WARN_FRACTION
     over_bound: int = 0  # rows refused by the row bound (max_chunks), counted in errors too
+    reused: int = 0  # rows whose outputs were copied, not computed (docscore.batch.reuse), counted in rows too
 
     def add(self, other: "WindowStats") -> None:
         for name in self.__dataclass_fields__:
@@ -219,8 +220,11 @@ class Scorer:
 
     def output_schema(self, input_schema: pa.Schema) -> pa.Schema:
         """The output schema for inputs of ``input_schema`` (also the schema of an empty input's output)."""
-        fields = [input_schema.field(c) for c in self.options.output_columns()]
-        fields += [pa.field("label", pa.string()), pa.field("score", pa.float32())]
+        return pa.schema([input_schema.field(c) for c in self.options.output_columns()] + list(self.score_schema()))
+
+    def score_schema(self) -> pa.Schema:
+        """The output columns the model decides (every output column but the id and passthrough ones)."""
+        fields = [pa.field("label", pa.string()), pa.field("score", pa.float32())]
         if self.spec.head.problem_type == "multi_label":
             fields.append(pa.field("labels", pa.list_(pa.string())))
         fields += [pa.field(SCORE_PREFIX + lab, pa.float32()) for lab in self.labels]

@@ -35,6 +35,10 @@ class RunSummary:
     slots: int = 0  # padded token slots fed to the model
     clipped: int = 0  # texts tokenised from a clipped prefix
     unk_rows: int = 0  # rows whose tokens are mostly the unknown token (unk_fraction > 0.5)
+    reused_rows: int = 0  # rows whose outputs were copied (scored by an earlier night, or earlier in this run)
+    reuse_index_rows: int = 0  # cached rows the run could reuse (keys read at the start)
+    reuse_index_bytes: int = 0  # the memory their index takes
+    reuse_load_s: float = 0.0  # the time reading it took
     wall_s: float = 0.0
     # Engine counters (empty for the local engine). Ray: ``workers``, ``pieces`` sent, ``max_blocks_ahead`` (the
     # bound on pieces sent and not yet committed), ``peak_outstanding`` (the most at once) and ``peak_ahead`` (the
@@ -70,6 +74,11 @@ class RunSummary:
         return not self.problems
 
     @property
+    def inferred_rows(self) -> int:
+        """Rows computed by this run (tokenised and, unless an error row, sent to the model)."""
+        return self.rows - self.reused_rows
+
+    @property
     def pad_fraction(self) -> float:
         """Share of the padded slots fed to the model that were padding."""
         return 1.0 - self.tokens / self.slots if self.slots else 0.0
@@ -90,12 +99,14 @@ class RunSummary:
         self.slots += stats.slots
         self.clipped += stats.clipped
         self.unk_rows += stats.unk_rows
+        self.reused_rows += stats.reused
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.update(pad_fraction=round(self.pad_fraction, 6), docs_per_s=round(self.docs_per_s, 3),
                  tokens_per_s=round(self.tokens_per_s, 1), ok=self.ok, error_rate=round(self.error_rate, 6),
-                 problems=self.problems, files_changed=len(self.changed), files_deleted=len(self.deleted))
+                 problems=self.problems, inferred_rows=self.inferred_rows,
+                 reuse_load_s=round(self.reuse_load_s, 3), files_changed=len(self.changed), files_deleted=len(self.deleted))
         d["wall_s"] = round(self.wall_s, 3)
         return d
 

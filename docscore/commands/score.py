@@ -78,6 +78,9 @@ def register(sub, name: str) -> argparse.ArgumentParser:
                    "no _SUCCESS); keep (keep the old output, exit 0). Other files are scored either way")
     p.add_argument("--prune", action="store_true",
                    help="remove the outputs of deleted inputs (default: keep them, report them, exit 1)")
+    p.add_argument("--no-reuse", dest="reuse", action="store_false",
+                   help="compute every row, even a text this output scored before (default: copy its outputs, "
+                   "which are the same bytes, from OUT/_docscore/reuse/), and keep no score files")
     p.add_argument("--max-error-rate", type=float, default=_D.max_error_rate, metavar="RATE",
                    help="exit 1 (no _SUCCESS) when more than this share of the output rows have a per-row error")
     p.add_argument("--fail-fast", action="store_true",
@@ -105,7 +108,7 @@ def options_from_args(args) -> ScoreOptions:
         max_chunks=args.max_chunks,
         clip_chars_per_token=args.clip_chars_per_token, checkpoint_rows=args.checkpoint_rows,
         overwrite=args.overwrite, fail_fast=args.fail_fast, on_change=args.on_change, prune=args.prune,
-        max_error_rate=args.max_error_rate, s3_endpoint=args.s3_endpoint,
+        max_error_rate=args.max_error_rate, s3_endpoint=args.s3_endpoint, reuse=args.reuse,
     )
 
 
@@ -166,6 +169,9 @@ def render_summary(s) -> str:
         + (f", {s.files_skipped} already done" if s.files_skipped else "")
         + (f", {s.files_failed} FAILED" if s.files_failed else "")
         + (f"; {s.unk_rows:,} rows mostly unknown tokens (see unk_fraction)" if s.unk_rows else ""),
+        f"{s.inferred_rows:,} rows inferred, {s.reused_rows:,} reused"
+        + (f" (from {s.reuse_index_rows:,} cached rows, index {s.reuse_index_bytes / 2**20:.1f} MiB, loaded in "
+           f"{s.reuse_load_s:.2f} s)" if s.reuse_index_rows else ""),
         f"{s.docs_per_s:,.1f} docs/s, {s.tokens_per_s:,.0f} tokens/s, pad fraction {s.pad_fraction:.1%}, "
         f"wall {s.wall_s:.1f} s, variant {s.variant}",
         f"outputs in {s.output_dir}",

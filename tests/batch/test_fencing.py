@@ -272,7 +272,8 @@ def test_a_paused_run_taken_over_stops_with_exit_7_and_publishes_nothing_more(ou
             if second.poll() is not None:
                 return True
             holder, now = WriterLock(out.path, out.fs).holder(), files(out)
-            parts = sorted(k for k in now if k.startswith("_docscore/staging/a.parquet.parts/"))
+            parts = sorted(k for k in now if k.startswith("_docscore/staging/a.parquet.parts/")
+                           and k.endswith(".staged"))  # (each has its score part beside it)
             return (holder is not None and holder.host == "vm-b" and RUN_MANIFEST in now
                     and json.loads(now[RUN_MANIFEST])["options"]["long_docs"] == "chunk"
                     and parts == ["_docscore/staging/a.parquet.parts/part-00000.staged"])
@@ -307,7 +308,8 @@ def test_a_paused_run_taken_over_stops_with_exit_7_and_publishes_nothing_more(ou
                 proc.wait()
     left = files(out)
     assert {k: v for k, v in left.items() if k.endswith(".parquet")} == reference  # the second run's, whole
-    assert SUCCESS in left and not [k for k in left if k.startswith("_docscore/")]
+    assert SUCCESS in left and not [k for k in left if k.startswith("_docscore/")
+                                    and not k.startswith("_docscore/reuse/")]  # (the score files stay)
     assert not storage.exists(out.fs, out.join(LOCK))
     manifest = json.loads(left[RUN_MANIFEST])
     assert manifest["options"]["long_docs"] == "chunk" and set(manifest["shards"]) == set(reference)

@@ -56,7 +56,8 @@ def test_score_to_gcs_and_azure_equals_local(remote, archive, bundle, tmp_path, 
     assert summary["rows"] == 55 and summary["output_dir"] == remote
     written = files(remote)
     assert {k: v for k, v in written.items() if k.endswith(".parquet")} == expected  # byte-identical
-    assert "_SUCCESS" in written and not [k for k in written if k.startswith("_docscore/")]  # lock released
+    assert "_SUCCESS" in written and not [k for k in written if k.startswith("_docscore/")
+                                    and not k.startswith("_docscore/reuse/")]  # lock released, no staging
     for key, body in written.items():
         assert AZURITE_KEY.encode() not in body, key
     assert AZURITE_KEY not in captured.err + captured.out

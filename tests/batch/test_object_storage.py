@@ -50,12 +50,12 @@ def assert_clean(s3, bucket: str, prefix: str) -> None:
     """Only outputs and docscore's own _-prefixed records: no lock, no staging, no credentials anywhere (empty
     ``folder/`` markers, which pyarrow keeps so that a folder outlives its last file, hold nothing)."""
     keys = [k for k in s3.keys(bucket, prefix + "/") if not k.endswith("/")]
-    assert not [k for k in keys if "/_docscore/" in k], keys
+    assert not [k for k in keys if "/_docscore/" in k and "/_docscore/reuse/" not in k], keys
     assert f"{prefix}/_SUCCESS" in keys
     for key in keys:
-        if not key.endswith(".parquet"):
-            body = s3.get(bucket, key).decode()
-            assert not any(secret in body for secret in SECRETS), key
+        if not key.endswith(".parquet"):  # records and score files (Parquet bytes: searched as bytes)
+            body = s3.get(bucket, key)
+            assert not any(secret.encode() in body for secret in SECRETS), key
 
 
 def test_s3_to_s3_equals_local_to_local(s3, archive, bundle, local_outputs, cache, capsys):
