@@ -190,19 +190,18 @@ class OutputCommitter:
         storage.delete(self.out.fs, self.out.join(SUCCESS))
         self.cleaned = len(self.state.staging.clean(
             keep={rel for rel, e in self.state.shards.items() if e.get("status") == "pending"}))
-        self.cleaned += scorefiles.clean(self.out, self._score_files(), self._fence)
         return self.state
 
     def _score_files(self) -> set[str]:
         """The score files the manifest's entries name (relative to OUT)."""
-        return {e["reuse"] for e in self.state.shards.values() if isinstance(e.get("reuse"), str)}
+        return {e["reuse"] for e in self.state.shards.values() if scorefiles.is_score_file(e.get("reuse"))}
 
     def open_reuse(self, scores: pa.Schema) -> Reuse:
-        """Read the keys of the score files of the outputs done so far (:mod:`docscore.batch.reuse`); they stay
-        until this run ends, whatever it replaces or prunes meanwhile."""
-        paths = sorted(self._score_files() & {e.get("reuse") for e in self.state.shards.values()
-                                              if e.get("status") == "done"})
-        self.reuse = Reuse.open(self.out, paths, scores)
+        """Read the keys of the score files in ``OUT/_docscore/reuse/`` (:mod:`docscore.batch.reuse`): those the
+        manifest names, and those a killed run published or retired (each is whole, and tagged with the bundle and
+        options it was written for). They stay until this run ends, whatever it replaces or prunes meanwhile."""
+        self.reuse = Reuse.open(self.out, scorefiles.listed(self.out), scores,
+                                scorefiles.output_tag(self.state.header))
         s = self.summary
         s.reuse_index_rows, s.reuse_index_bytes, s.reuse_load_s = (len(self.reuse.index), self.reuse.index.nbytes,
                                                                     self.reuse.load_s)
@@ -265,7 +264,8 @@ class OutputCommitter:
         self._plan, self._part = plan, plan.done
         if self.options.reuse:
             self._scores = ScoreFileWriter(self.state.staging, plan.shard.rel, plan.parts, plan.done,
-                                           score_schema(plan.schema, self.options.output_columns()))
+                                           score_schema(plan.schema, self.options.output_columns()),
+                                           scorefiles.output_tag(self.state.header))
         self.state.record(plan.shard.rel, {"input": plan.shard.source, "fingerprint": plan.fingerprint,
                                            "status": "pending", "rows": plan.rows, "parts": plan.parts})
 

@@ -59,6 +59,8 @@ from docscore.batch.inputs import InputFile, RowStream, Shard, hive_partitions
 from docscore.batch.options import ScoreOptions
 from docscore.batch.runner import run_shards
 from docscore.batch.summary import Progress, RunSummary
+from docscore.batch.reuse import Reuse
+from docscore.batch.scorefiles import Keys, text_keys
 from docscore.batch.scorer import Scorer, WindowStats
 from docscore.bundle import Bundle, load_bundle_uri
 from docscore.errors import ConfigError, DeviceError, DocscoreError, InputDataError
@@ -288,7 +290,7 @@ class ScoringActor:
     """
 
     def __init__(self, bundle: str, options: ScoreOptions, failpoint: str | None = None, registry=None,
-                 endpoint: str | None = None):
+                 endpoint: str | None = None, reuse: Reuse | None = None):
         if registry is not None:  # first, so that the driver can kill this actor even while it loads the model
             import ray
 
@@ -296,6 +298,7 @@ class ScoringActor:
             ray.get(registry.add.remote(ctx.get_actor_id(), ctx.current_actor))
         self.scorer = Scorer(load_bundle_uri(bundle, endpoint), options).load()
         self.failpoint = failpoint
+        self.reuse = reuse  # the driver's index (shared through Ray's object store) and the score files' reader
         self.calls = 0
         self._file: dict = {}  # the input file of the last piece, kept open for the next one
 
@@ -313,11 +316,21 @@ class ScoringActor:
             return PieceResult(None, WindowStats(), f"cannot read rows {piece.start}..{piece.stop}: "
                                                     f"{type(e).__name__}: {e}")
         stats, parts = WindowStats(), []
+        keys = text_keys(table.column(scorer.options.text_column)) if scorer.options.reuse else None
         for window in scorer.windows(table):
-            prepared = scorer.prepare(window)
-            parts.append(scorer.assemble(prepared, scorer.infer(prepared)))
-            stats.add(prepared.stats)
-        return PieceResult(pa.concat_tables(parts), stats)
+            if self.reuse is None:
+                prepared = scorer.prepare(window)
+                parts.append(scorer.assemble(prepared, scorer.infer(prepared)))
+                stats.add(prepared.stats)
+                continue
+            plan = self.reuse.plan(window, scorer.options.text_column, list(scorer.options.output_columns()))
+            prepared = scorer.prepare(window.take(plan.infer) if plan.reused else window)
+            self.reuse.accept(plan)
+            out = self.reuse.combine(plan, scorer.assemble(prepared, scorer.infer(prepared)))
+            parts.append(out)
+            stats.add(replace(prepared.stats, rows=out.num_rows, reused=plan.reused,
+                              errors=out.num_rows - out.column("error").null_count))
+        return PieceResult(pa.concat_tables(parts), stats, keys=keys)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.calls += 1
@@ -498,6 +511,7 @@ class PieceResult:
     table: pa.Table | None
     stats: WindowStats
     error: str | None = None
+    keys: Keys | None = None  # the rows' text digests (for the shard's score file)
 
 
 def plan_pieces(index: int, plan: ShardPlan, row_groups: list[int], piece_rows: int, uri: str,
@@ -549,7 +563,10 @@ class _RayFeed:
         window = ropts.max_blocks_ahead or 4 * workers.workers * workers.calls_per_actor
         failed: set[int] = set()  # shards whose remaining pieces are not sent
         endpoint = _endpoint(resolve(source, opts.s3_endpoint).fs, opts.s3_endpoint) if bundle.uri else None
-        actors = _start_actors(ray, workers, source, opts, endpoint)
+        reuse = self.committer.reuse
+        if reuse is not None and workers.calls_per_actor > 1:  # concurrent calls in one actor: no shared run memo
+            reuse = replace_memo(reuse, 0)
+        actors = _start_actors(ray, workers, source, opts, endpoint, ray.put(reuse) if reuse is not None else None)
         calls = None
         try:
             calls = _OrderedCalls(actors, window, ropts.stall_timeout_s, workers)
@@ -596,7 +613,7 @@ class _RayFeed:
                 committer.fail_shard(plan.shard, plan.fingerprint, InputDataError(result.error,
                                                                                   path=plan.shard.name))
                 return
-            committer.write(result.table.cast(plan.schema), result.stats)
+            committer.write(result.table.cast(plan.schema), result.stats, result.keys)
             if piece.stop in part_ends:
                 committer.commit_part(part_ends[piece.stop])
         committer.finish_shard(sha256)
@@ -614,14 +631,21 @@ def _endpoint(fs, default: str | None) -> str | None:
     return endpoint if "://" in endpoint else f"{options.get('scheme') or 'https'}://{endpoint}"
 
 
-def _start_actors(ray, plan: WorkerPlan, bundle: str, options: ScoreOptions, endpoint: str | None) -> list:
+def replace_memo(reuse: Reuse, cap: int) -> Reuse:
+    out = Reuse(reuse.files, reuse.index, reuse.load_s)
+    out.memo.cap = cap
+    return out
+
+
+def _start_actors(ray, plan: WorkerPlan, bundle: str, options: ScoreOptions, endpoint: str | None,
+                  reuse=None) -> list:
     """The scoring actors: restarted when their process dies, their calls retried (a crash loses no row)."""
     cls = ray.remote(ScoringActor).options(num_cpus=plan.actor_cpus, num_gpus=plan.actor_gpus or None,
                                            max_restarts=-1, max_task_retries=-1,
                                            max_concurrency=plan.calls_per_actor)
     failpoint = os.environ.get("DOCSCORE_RAY_FAILPOINT")
-    return [cls.remote(bundle, options.replace(threads=plan.threads), failpoint=failpoint, endpoint=endpoint)
-            for _ in range(plan.workers)]
+    return [cls.remote(bundle, options.replace(threads=plan.threads), failpoint=failpoint, endpoint=endpoint,
+                       reuse=reuse) for _ in range(plan.workers)]
 
 
 def _kill(ray, actor) -> None:

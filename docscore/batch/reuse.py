@@ -7,12 +7,12 @@ bit for bit, and an output directory holds one bundle and one set of meaning opt
 partial edit infers only the texts it has never seen, and the outputs are the bytes a fresh run writes.
 
 What is stored: beside each finished output, its *score file* (:mod:`docscore.batch.scorefiles`): the text
-digest and the score columns of each of its rows. A score file no manifest entry names (replaced by a rescore, its
-input pruned, left by a killed run) is removed at the start and at the end of a run, never in the middle: the index
-of a run refers only to files that stay until it ends.
+digest and the score columns of each of its rows, tagged with the bundle and meaning options it was written for. A
+run reads every score file whose tag matches, so a killed night's work (a rescored file published, a pruned input's
+scores) still serves the rerun; the files no manifest entry names are removed when a run ends, never in the middle:
+the index of a run refers only to files that stay until it ends.
 
-What is held in memory: :class:`ReuseIndex`, the keys of every score file the manifest names at the start of the
-run, sorted, with where each row is (24 bytes per cached row: two uint64 halves of the key, a file number and a
+What is held in memory: :class:`ReuseIndex`, the keys of those score files, sorted, with where each row is (24 bytes per cached row: two uint64 halves of the key, a file number and a
 row number); the score columns are read from the files on demand, a row group at a time. Within a run,
 :class:`RunMemo` remembers up to :data:`MEMO_ROWS` texts scored earlier in the run, so duplicates (boilerplate,
 re-sent mails) are inferred once.
@@ -105,8 +105,8 @@ class RunMemo:
     order, stores and copies the outputs (:meth:`keep`, :meth:`copy`). Each side touches only its own half, so no
     lock is needed."""
 
-    def __init__(self, cap: int = MEMO_ROWS):
-        self.cap = cap
+    def __init__(self, cap: int | None = None):
+        self.cap = MEMO_ROWS if cap is None else cap
         self.claimed: set[bytes] = set()  # reader side
         self._where: dict[bytes, tuple[int, int]] = {}  # writer side: key -> (table, row)
         self._tables: list[pa.Table] = []
@@ -145,14 +145,16 @@ class Reuse:
         self.load_s = load_s
 
     @classmethod
-    def open(cls, out: Location, paths: list[str], scores: pa.Schema) -> "Reuse":
+    def open(cls, out: Location, paths: list[str], scores: pa.Schema, tag: str) -> "Reuse":
         """Read the keys of the score files ``paths`` (relative to ``out``) into an index.
 
         Args:
-            scores: the score columns' schema of this run's outputs (a file with other columns is not used).
+            scores: the score columns' schema of this run's outputs.
+            tag: :func:`~docscore.batch.scorefiles.output_tag` of this run: a file written for another bundle or
+                other meaning options, or with other columns, is not used.
         """
         t0 = time.perf_counter()
-        files = ScoreFileReader(out, paths, scores)
+        files = ScoreFileReader(out, paths, scores, tag)
         his, los, srcs, rows = [], [], [], []
         for i in range(len(paths)):
             keys = files.read_keys(i)

@@ -6,8 +6,10 @@ reader's glob counts it as data) with one row per output row whose text is a str
 16-byte BLAKE2b digest of the text's bytes (UTF-8 for strings), then the output's score columns (every output
 column but the id and passthrough columns). The committer writes it part by part next to the output's parts
 (:class:`ScoreFileWriter`) and publishes it before the shard's ``done`` journal event, which names it; each publish
-gets a fresh name, so the file an earlier entry names stays readable until the run that replaced it ends. Files
-no manifest entry names are removed by :func:`clean` at the start and end of a run.
+gets a fresh name, so the file an earlier entry names stays readable until the run that replaced it ends. Its
+Parquet metadata carries :func:`output_tag` (the bundle's sha256, the variant and the meaning options): a file
+written for anything else is never read back. Files no manifest entry names are removed by :func:`clean` when a run
+ends (a killed run's stay for the rerun to use).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ REUSE_DIR = "_docscore/reuse"  # below OUT; "_" folders are skipped by every rea
 SUFFIX = ".scores"  # never ".parquet": a reader's **/*.parquet glob never counts a score file as data
 KEY = "key"
 KEY_TYPE = pa.binary(16)
+TAG_KEY = b"docscore.output_tag"  # the file's Parquet metadata: output_tag() of the run that wrote it
 ROW_GROUP_ROWS = 8192  # rows per row group of a score file: the unit read back on a hit
 CACHED_GROUPS = 16  # decoded row groups kept (a compacted file's rows come from a few old files at a time)
 
@@ -99,21 +102,51 @@ def text_keys(column: pa.ChunkedArray | pa.Array) -> Keys:
 
 
 
+def is_score_file(rel) -> bool:
+    """Whether a manifest's ``reuse`` value names a score file this output may read: below ``_docscore/reuse/``,
+    no ``..``, ``.`` or empty segment, no backslash (a hostile manifest cannot send a read outside OUT)."""
+    if not isinstance(rel, str) or not rel.startswith(REUSE_DIR + "/") or not rel.endswith(SUFFIX) or "\\" in rel:
+        return False
+    return all(seg not in ("", ".", "..") for seg in rel.split("/"))
+
+
 def score_schema(output_schema: pa.Schema, copied: tuple[str, ...]) -> pa.Schema:
     """The score columns of an output: every column but the copied (id and passthrough) ones."""
     return pa.schema([f for f in output_schema if f.name not in copied])
 
 
-def file_schema(scores: pa.Schema) -> pa.Schema:
-    return pa.schema([pa.field(KEY, KEY_TYPE), *scores])
+def output_tag(header: dict) -> str:
+    """What a score file must have been written for to be reused: a digest of the run manifest's bundle (sha256,
+    variant) and meaning options."""
+    import json
+
+    bundle = header.get("bundle", {})
+    body = json.dumps({"sha256": bundle.get("sha256"), "variant": bundle.get("variant"),
+                       "options": header.get("options")}, sort_keys=True, default=str)
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def file_schema(scores: pa.Schema, tag: str) -> pa.Schema:
+    return pa.schema([pa.field(KEY, KEY_TYPE), *scores], metadata={TAG_KEY: tag})
+
+
+def listed(out: Location) -> list[str]:
+    """Every score file below ``OUT/_docscore/reuse/`` (paths relative to OUT), sorted."""
+    root = out.join(REUSE_DIR)
+    try:
+        infos = out.fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError:
+        return []
+    rels = (REUSE_DIR + i.path[len(root):] for i in infos if i.type == pafs.FileType.File)
+    return sorted(r for r in rels if is_score_file(r))
 
 
 class ScoreFileReader:
     """Score files read back: their keys (:meth:`read_keys`) and, on a hit, the score columns of some rows, a row
     group at a time (the last :data:`CACHED_GROUPS` decoded groups kept)."""
 
-    def __init__(self, out: Location, paths: list[str], scores: pa.Schema):
-        self.out, self.paths, self.schema = out, paths, scores
+    def __init__(self, out: Location, paths: list[str], scores: pa.Schema, tag: str):
+        self.out, self.paths, self.schema, self.tag = out, paths, scores, tag
         self._bounds: dict[int, np.ndarray] = {}  # file -> first row of each row group, and the end
         self._cache: OrderedDict = OrderedDict()
 
@@ -124,7 +157,11 @@ class ScoreFileReader:
         try:
             with self.out.fs.open_input_file(self.out.join(rel)) as f:
                 pf = pq.ParquetFile(f)
-                if pf.schema_arrow != file_schema(self.schema):
+                schema = pf.schema_arrow
+                if (schema.metadata or {}).get(TAG_KEY, b"").decode() != self.tag:
+                    log.info("not reusing %s: written for another bundle or other options", rel)
+                    return None
+                if not schema.equals(file_schema(self.schema, self.tag)):
                     log.info("not reusing %s: its columns differ from this run's outputs", rel)
                     return None
                 keys = pf.read(columns=[KEY]).column(KEY).combine_chunks()
@@ -178,9 +215,9 @@ class ScoreFileWriter:
         scores: the score columns' schema.
     """
 
-    def __init__(self, staging, rel: str, parts: int, done: int, scores: pa.Schema):
+    def __init__(self, staging, rel: str, parts: int, done: int, scores: pa.Schema, tag: str):
         self.staging, self.rel, self.parts, self.scores = staging, rel, parts, scores
-        self.schema = file_schema(scores)
+        self.schema = file_schema(scores, tag)
         self.ok = all(storage.is_file(staging.fs, self._part(p)) for p in range(done))
         if not self.ok:
             log.info("%s: parts committed without score files (an earlier run with --no-reuse); this output gets "
@@ -203,7 +240,7 @@ class ScoreFileWriter:
         if not self.ok or not table.num_rows:
             return
         rows = table.select(self.scores.names).filter(pa.array(keys.valid))
-        rows = pa.Table.from_arrays([keys.arrow(), *rows.columns], schema=self.schema)
+        rows = pa.Table.from_arrays([keys.arrow(), *rows.cast(self.scores).columns], schema=self.schema)
         self._pending.append(rows)
         self._pending_rows += rows.num_rows
         self._rows += rows.num_rows

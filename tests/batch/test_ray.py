@@ -8,6 +8,7 @@ used to hang a later one.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -113,10 +114,19 @@ def assert_same_run(out_a, out_b, rels=OUTPUTS) -> None:
         assert_same_rows(pq.read_table(out_a / rel), pq.read_table(out_b / rel))
     man_a, man_b = (json.loads((o / RUN_MANIFEST).read_text()) for o in (out_a, out_b))
     assert man_a["bundle"] == man_b["bundle"] and man_a["options"] == man_b["options"]
-    assert man_a["shards"] == man_b["shards"]
+    assert _untagged(man_a["shards"]) == _untagged(man_b["shards"])  # score files too (their names are random)
     assert (out_a / SUCCESS).exists() == (out_b / SUCCESS).exists()
-    assert sorted(p.relative_to(out_a).as_posix() for p in out_a.rglob("*") if p.is_file()) == \
-        sorted(p.relative_to(out_b).as_posix() for p in out_b.rglob("*") if p.is_file())
+    assert sorted(_untag(p.relative_to(out_a).as_posix()) for p in out_a.rglob("*") if p.is_file()) == \
+        sorted(_untag(p.relative_to(out_b).as_posix()) for p in out_b.rglob("*") if p.is_file())
+
+
+def _untag(rel: str) -> str:
+    """A score file's name without its random tag (``<rel>.<tag>.scores``)."""
+    return re.sub(r"\.[0-9a-f]{12}\.scores$", ".scores", rel)
+
+
+def _untagged(shards: dict) -> dict:
+    return {rel: {**e, **({"reuse": _untag(e["reuse"])} if "reuse" in e else {})} for rel, e in shards.items()}
 
 
 def test_ray_run_equals_local_run(ray_cluster, bad_archive, bundle, ray_opts, tmp_path):
@@ -407,7 +417,8 @@ def test_ray_with_inputs_bundle_and_output_on_s3_and_no_shared_directory(ray_clu
     keys = s3.keys(bucket, "scores/")
     got = {k[len("scores/"):]: s3.get(bucket, k) for k in keys if k.endswith(".parquet")}
     assert got == want
-    assert "scores/_SUCCESS" in keys and not [k for k in keys if "/_docscore/" in k and not k.endswith("/")]
+    assert "scores/_SUCCESS" in keys and not [k for k in keys if "/_docscore/" in k and not k.endswith("/")
+                                              and "/_docscore/reuse/" not in k]
     manifest = json.loads(s3.get(bucket, "scores/_docscore_run.json"))
     assert manifest["bundle"]["path"] == model
     assert manifest["shards"]["2024/b.parquet"]["input"] == f"{src}/2024/b.parquet"
