@@ -424,5 +424,6 @@ def test_ray_with_inputs_bundle_and_output_on_s3_and_no_shared_directory(ray_clu
     assert manifest["shards"]["2024/b.parquet"]["input"] == f"{src}/2024/b.parquet"
     for key in keys:
         if not key.endswith(".parquet") and not key.endswith("/"):
-            body = s3.get(bucket, key).decode()
-            assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in body and CREDENTIALS["AWS_ACCESS_KEY_ID"] not in body
+            body = s3.get(bucket, key)  # records and score files (Parquet): searched as bytes
+            assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in body
+            assert CREDENTIALS["AWS_ACCESS_KEY_ID"].encode() not in body
