@@ -143,6 +143,7 @@ def _run_locked(shards, bundle: Bundle, committer: OutputCommitter, options: Sco
                 if failure is None:
                     raise
                 log.info("could not record the run's state in %s either: %s", out, e)
+        scorer.close()
     committer.commit_job(shards)
     for problem in summary.problems:
         log.warning("%s: %s", out, problem)

@@ -188,6 +188,18 @@ class Scorer:
                  spec.head.problem_type, spec.max_length)
         return self
 
+    def close(self) -> None:
+        """Wait for a model still compiling in the background (an OpenVINO variant) that no row needed: a
+        compiling thread left running when the interpreter exits aborts the process. A compile error is logged
+        (nothing was scored with the model)."""
+        ready = getattr(self._engine, "ready", None)
+        if ready is None:
+            return
+        try:
+            ready()
+        except Exception as e:  # noqa: BLE001 - no row used the model; the next run that needs it fails loudly
+            log.warning("%s", e)
+
     def _check_output_names(self) -> None:
         copied = set(self.options.output_columns())
         clash = copied & set(self._score_names())

@@ -281,3 +281,23 @@ def test_reuse_with_the_ray_engine_across_engines(bundle, tmp_path):
     assert (s2.inferred_rows, s2.reused_rows) == (0, 100)
     assert outputs(out) == fresh(root, bundle, tmp_path / "fresh")
     assert score_files_left(out) == named_by_manifest(out)
+
+
+def test_a_night_that_infers_nothing_leaves_no_model_compiling(variants_bundle, tmp_path, monkeypatch):
+    """Every row reused: the OpenVINO model compiling in the background was never needed, and the run still waits
+    for it before returning (a compile thread left running at interpreter exit aborted the process after a
+    finished night: 'terminate called without an active exception', exit 134)."""
+    import threading
+    import time
+
+    from docscore.runtime import ov as ov_mod
+
+    root, tables = night1(tmp_path)
+    opts = ScoreOptions(variant="int8", prune=True, **BASE)
+    score_files([root], variants_bundle, tmp_path / "out", opts)
+    compact(root, tables)
+    compile_ = ov_mod.OpenVINOEngine._compile
+    monkeypatch.setattr(ov_mod.OpenVINOEngine, "_compile", lambda self, *a: (time.sleep(1.5), compile_(self, *a)))
+    s = score_files([root], variants_bundle, tmp_path / "out", opts)
+    assert s.inferred_rows == 0
+    assert not [t for t in threading.enumerate() if t.name == "docscore-compile"]
