@@ -139,3 +139,77 @@ def test_real_minilm_body_trains(tmp_path):
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best"]["accuracy"] >= 0.9 > metrics["majority_baseline_accuracy"]
+
+
+def _train_cmd(out, body, *extra) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "docscore", "train", str(SAMPLES / "train.csv"), "--eval-data",
+            str(SAMPLES / "eval.csv"), "--val-split", "0", "--output", str(out), "--body", str(body), "--max-steps",
+            "12", "--save-steps", "3", "--per-device-train-batch-size", "8", "--learning-rate", "1e-3",
+            "--head-learning-rate", "1e-2", "--max-length", "32", "--seed", "5", *extra]
+
+
+def _same_weights(a, b) -> float:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert wa.keys() == wb.keys()
+    return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa)
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_weights(tmp_path, tiny_body_dir):
+    """SIGKILL once a resume checkpoint is on disk, then --resume-from-checkpoint last: the final weights and
+    metrics equal an uninterrupted run's, bit for bit (CPU)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    root = tmp_path
+    ref = root / "ref"
+    done = subprocess.run(_train_cmd(ref, tiny_body_dir), env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = root / "killed"
+    proc = subprocess.Popen(_train_cmd(out, tiny_body_dir), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    # a complete checkpoint: Trainer writes trainer_state.json last
+    while not list((out / "_training").glob("checkpoint-6/trainer_state.json")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint-6 within 300 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "model.safetensors").exists()  # the final checkpoint is published only whole
+    resumed = subprocess.run(_train_cmd(out, tiny_body_dir, "--resume-from-checkpoint", "last"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _same_weights(ref, out) == 0.0
+    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))
+    assert ma["best"] == mb["best"] and ma["best_epoch"] == mb["best_epoch"]
+
+
+@pytest.mark.slow
+def test_two_processes_with_torchrun_train_as_well_as_one(tmp_path, tiny_body_dir):
+    """torchrun --nproc-per-node 2 (DDP over gloo on CPU) with the same global batch: a checkpoint whose eval
+    macro-F1 is within 0.02 of the one-process run's; only rank 0 writes."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--max-steps", "40", "--save-steps", "20"]
+    a = subprocess.run(_train_cmd(one, tiny_body_dir, *common), env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert a.returncode == 0, a.stderr[-2000:]
+    cmd = _train_cmd(two, tiny_body_dir, *common)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           "-m", "docscore", *cmd[3:]]
+    i = cmd.index("--per-device-train-batch-size")
+    cmd[i + 1] = "4"  # 2 processes x 4 = the one-process run's global batch of 8
+    b = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert b.returncode == 0, b.stderr[-3000:]
+    fa, fb = (json.loads((d / "metrics.json").read_text())["best"]["macro_f1"] for d in (one, two))
+    assert abs(fa - fb) <= 0.02, (fa, fb)
+    assert sorted(p.name for p in two.iterdir() if not p.name.startswith("_")) == \
+        sorted(p.name for p in one.iterdir() if not p.name.startswith("_"))
