@@ -216,3 +216,16 @@ def test_two_processes_with_torchrun_train_as_well_as_one(tmp_path, tiny_body_di
     assert abs(fa - fb) <= 0.02, (fa, fb)
     assert sorted(p.name for p in two.iterdir() if not p.name.startswith("_")) == \
         sorted(p.name for p in one.iterdir() if not p.name.startswith("_"))
+
+
+def test_report_to_tensorboard_writes_events_with_the_checkpoint(tmp_path, tiny_body_dir):
+    pytest.importorskip("tensorboard")  # in the dev extra: tests/skips.py does not allow this skip
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = train(tiny_args(tmp_path, tiny_body_dir, num_train_epochs=1, report_to="tensorboard"))
+    events = sorted((result.output / "runs").rglob("events.out.tfevents.*"))
+    assert events, sorted(p.relative_to(result.output).as_posix() for p in result.output.rglob("*"))
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert "train/loss" in acc.Tags()["scalars"] and "eval/macro_f1" in acc.Tags()["scalars"]
+    assert (result.output / "training_curve.png").stat().st_size > 1000
