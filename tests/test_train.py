@@ -229,3 +229,48 @@ def test_report_to_tensorboard_writes_events_with_the_checkpoint(tmp_path, tiny_
     acc.Reload()
     assert "train/loss" in acc.Tags()["scalars"] and "eval/macro_f1" in acc.Tags()["scalars"]
     assert (result.output / "training_curve.png").stat().st_size > 1000
+
+
+def test_class_weights_balanced_and_from_a_file():
+    import numpy as np
+
+    from docscore.errors import ConfigError
+    from docscore.spec import HeadConfig
+    from docscore.train.dataset import class_weights
+
+    head = HeadConfig(labels=("a", "b", "c"))
+    w = class_weights("balanced", np.array([0, 0, 0, 1]), head)  # N / (L * count), an unseen label counts 1
+    assert w.tolist() == pytest.approx([4 / 9, 4 / 3, 4 / 3])
+    multi = HeadConfig(labels=("x", "y"), problem_type="multi_label")
+    assert class_weights("balanced", np.array([[1, 0], [1, 1], [0, 0], [1, 0]]), multi).tolist() == \
+        pytest.approx([1 / 3, 3.0])  # negatives / positives per label (float32)
+    with pytest.raises(ConfigError, match="not in the training data"):
+        class_weights(json_file({"zzz": 2}), np.array([0]), head)
+    assert class_weights(json_file({"b": 5}), np.array([0]), head).tolist() == [1.0, 5.0, 1.0]
+
+
+def json_file(data) -> str:
+    import tempfile
+
+    f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+    json.dump(data, f)
+    f.close()
+    return f.name
+
+
+def test_weighted_loss_accumulation_scheduler_and_early_stopping(tmp_path, tiny_body_dir):
+    """--class-weights changes the loss (so the weights); --gradient-accumulation-steps 2 halves the optimisation
+    steps; --lr-scheduler-type cosine is what the Trainer ran; --early-stopping-patience stops a run whose metric
+    cannot improve (learning rates 0)."""
+    plain = train(tiny_args(tmp_path / "p", tiny_body_dir, num_train_epochs=1))
+    weighted = train(tiny_args(tmp_path / "w", tiny_body_dir, num_train_epochs=1, class_weights="balanced"))
+    wp, ww = load_file(plain.output / "model.safetensors"), load_file(weighted.output / "model.safetensors")
+    assert any(not (wp[k] == ww[k]).all() for k in wp)
+    accum = train(tiny_args(tmp_path / "a", tiny_body_dir, num_train_epochs=1, gradient_accumulation_steps=2,
+                            lr_scheduler_type="cosine"))
+    assert accum.global_step == -(-plain.global_step // 2)
+    state = json.loads((accum.output / "config.json").read_text())["training"]["arguments"]
+    assert state["lr_scheduler_type"] == "cosine" and state["gradient_accumulation_steps"] == 2
+    stopped = train(tiny_args(tmp_path / "s", tiny_body_dir, num_train_epochs=50, learning_rate=0.0,
+                              head_learning_rate=0.0, eval_steps=1, early_stopping_patience=2))
+    assert stopped.early_stopped and stopped.global_step == 3  # best at step 1, then 2 evaluations without gain
