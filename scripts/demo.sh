@@ -20,11 +20,11 @@ echo "== 2/5 export-onnx: ONNX bundle with optimized, static int8 ${BF16:+and bf
 $DS export-onnx "$OUT/checkpoint" --output "$OUT/bundle" --optimize --quantize int8 $BF16 --overwrite
 
 echo "== 3/5 verify: file hashes and parity against the checkpoint"
-$DS verify "$OUT/bundle" --checkpoint "$OUT/checkpoint"
+$DS verify --model "$OUT/bundle" --checkpoint "$OUT/checkpoint"
 
 echo "== 4/5 score: samples/archive/*.parquet -> $OUT/scores (resumable; rerun skips finished shards)"
 $DS score samples/archive --model "$OUT/bundle" --output "$OUT/scores" --id-column doc_id --passthrough source --overwrite
 
 echo "== 5/5 report: label distribution and confidence"
-$DS report "$OUT/scores"
+$DS report --output "$OUT/scores"
 echo "== done: checkpoint, bundle and scores are in $OUT/; run later commands as .venv/bin/docscore (or source .venv/bin/activate)"

@@ -49,22 +49,22 @@ def test_an_edited_manifest_is_refused_by_verify_and_score(bundle_copy, change, 
     table = pa.table({"doc_id": [1], "text": ["my invoice is wrong"]})
     with pytest.raises(BundleError, match="edited after export"):
         Scorer(bundle_copy, ScoreOptions(id_column="doc_id", threads=1))(table)
-    assert main(["verify", str(bundle_copy)]) == 4
+    assert main(["verify", "--model", str(bundle_copy)]) == 4
     assert "edited after export" in capsys.readouterr().err
 
 
 def test_rehash_makes_an_edit_explicit(bundle_copy, capsys):
     edit(bundle_copy, lambda m: m["export"].update(note="approved by QA"))
-    assert main(["verify", str(bundle_copy), "--rehash"]) == 0
+    assert main(["verify", "--model", str(bundle_copy), "--rehash"]) == 0
     assert "manifest resealed" in capsys.readouterr().out
     assert load_bundle(bundle_copy).manifest["export"]["note"] == "approved by QA"
-    assert main(["verify", str(bundle_copy)]) == 0
+    assert main(["verify", "--model", str(bundle_copy)]) == 0
 
 
 def test_rehash_does_not_bless_changed_files(bundle_copy):
     edit(bundle_copy, lambda m: m.pop(DIGEST_KEY))
     (bundle_copy / "model.onnx").write_bytes(b"not a model")
-    assert main(["verify", str(bundle_copy), "--rehash"]) == 4
+    assert main(["verify", "--model", str(bundle_copy), "--rehash"]) == 4
     assert DIGEST_KEY not in json.loads((bundle_copy / MANIFEST_NAME).read_text())
 
 
@@ -73,7 +73,7 @@ def test_an_unsealed_old_bundle_scores_with_a_warning_but_fails_verify(bundle_co
     with caplog.at_level("WARNING", logger="docscore.bundle"):
         load_bundle(bundle_copy)
     assert f"has no {DIGEST_KEY}" in caplog.text
-    assert main(["verify", str(bundle_copy)]) == 4
+    assert main(["verify", "--model", str(bundle_copy)]) == 4
     assert "--rehash" in capsys.readouterr().err
-    assert main(["verify", str(bundle_copy), "--rehash"]) == 0
-    assert main(["verify", str(bundle_copy)]) == 0
+    assert main(["verify", "--model", str(bundle_copy), "--rehash"]) == 0
+    assert main(["verify", "--model", str(bundle_copy)]) == 0

@@ -145,7 +145,7 @@ def test_a_local_bundle_naming_a_path_outside_itself_is_refused(tiny_bundle_fact
     before = snapshot(place)
     refused(capsys, ["score", str(place / "archive.parquet"), "--model", str(root), "--output",
                      str(place / "out"), *FLAGS], entry, rule)
-    refused(capsys, ["verify", str(root)], entry, rule)
+    refused(capsys, ["verify", "--model", str(root)], entry, rule)
     assert snapshot(place) == before
     assert not list((place / "out").rglob("*.parquet"))
     assert_cache_empty(place)
@@ -166,7 +166,7 @@ def test_a_remote_bundle_naming_a_path_outside_itself_is_refused_before_anything
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
     refused(capsys, ["score", str(place / "archive.parquet"), "--model", uri, "--output", str(place / "out"),
                      *FLAGS], entry, rule)
-    refused(capsys, ["verify", uri], entry, rule)
+    refused(capsys, ["verify", "--model", uri], entry, rule)
     assert snapshot(place) == before  # in particular, nothing appeared in tmp_path/outside/
     assert not list((place / "out").rglob("*.parquet"))
     assert_cache_empty(place)
@@ -179,7 +179,7 @@ def test_a_remote_bundle_that_fails_its_hash_check_leaves_nothing_in_the_cache(s
     s3.client.put_object(Bucket=bucket, Key="models/tampered/model.onnx", Body=b"not the model")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
     for args in (["score", str(place / "archive.parquet"), "--model", uri, "--output", str(place / "out"), *FLAGS],
-                 ["verify", uri]):
+                 ["verify", "--model", uri]):
         capsys.readouterr()
         assert main(args) == 4
         err = capsys.readouterr().err.strip()

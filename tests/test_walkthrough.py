@@ -66,10 +66,10 @@ def test_five_commands_on_your_own_data_from_another_folder(tmp_path, tiny_body)
     run(work, "train", "labelled.csv", "--eval-data", "eval.csv", "--text-column", "body", "--label-column",
         "category", "--output", "runs/ckpt", "--body", str(tiny_body))
     run(work, "export-onnx", "runs/ckpt", "--output", "runs/bundle", "--optimize")
-    run(work, "verify", "runs/bundle", "--checkpoint", "runs/ckpt")
+    run(work, "verify", "--model", "runs/bundle", "--checkpoint", "runs/ckpt")
     run(work, "score", "archive", "--model", "runs/bundle", "--output", "runs/scores", "--text-column", "content",
         "--id-column", "doc_id")
-    report = json.loads(run(work, "report", "runs/scores", "--json").stdout)
+    report = json.loads(run(work, "report", "--output", "runs/scores", "--json").stdout)
 
     manifest = json.loads((work / "runs/bundle/docscore.json").read_text())
     gate = manifest["variants"]["fp32"]["parity"]

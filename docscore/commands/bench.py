@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from docscore.commands import HelpFormatter
+from docscore.commands import HelpFormatter, deprecated_option
 import json
 import sys
 from pathlib import Path
@@ -32,7 +32,8 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     lat.add_argument("--device", action="append", choices=["cpu", "cuda"], help="repeatable; default cpu")
     lat.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     lat.add_argument("--quick", action="store_true", help="small grid, few repetitions: about a minute on 2 cores")
-    lat.add_argument("--out", default="runs/bench", help="directory for latency.json/.md/.png")
+    lat.add_argument("--output", "-o", dest="out", default="runs/bench", help="directory for latency.json/.md/.png")
+    deprecated_option(lat, "--out", "out", "--output")
 
     thr = bsub.add_parser("throughput", formatter_class=fmt, help="docs/s, tokens/s, pad fraction, peak RSS",
                           description="Throughput on a Parquet archive: the full `score` pipeline and model-only "
@@ -60,7 +61,9 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     thr.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     thr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     thr.add_argument("--quick", action="store_true", help="small archive: about a minute on 2 cores")
-    thr.add_argument("--out", default="runs/bench", help="directory for throughput.json/.md/.png")
+    thr.add_argument("--output", "-o", dest="out", default="runs/bench",
+                     help="directory for throughput.json/.md/.png")
+    deprecated_option(thr, "--out", "out", "--output")
 
     cho = bsub.add_parser("choose", formatter_class=fmt, help="which default variant `score` picks here, and why",
                           description="Every variant of the bundle: why it can or cannot be the default on this "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from docscore.commands import HelpFormatter
+from docscore.commands import HelpFormatter, deprecated_positional, one_of
 import json
 
 
@@ -17,7 +17,9 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "and failed, error rate, schema drift.",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("output", metavar="OUT", help="the --output directory of docscore score (a path or a URI)")
+    p.add_argument("--output", "-o", default=None, metavar="OUT",
+                   help="required: the --output directory of docscore score (a path or a URI)")
+    deprecated_positional(p, "output", "--output", "OUT")
     p.add_argument("--bins", type=int, default=10, help="confidence histogram bins over [0, 1]")
     p.add_argument("--s3-endpoint", default=None, metavar="URL",
                    help="S3-compatible endpoint for an s3:// OUT; default: AWS_ENDPOINT_URL, else AWS")
@@ -28,6 +30,7 @@ def register(sub, name: str) -> argparse.ArgumentParser:
 def run(args) -> int:
     from docscore.batch.report import summarize
 
+    args.output = one_of(args, "output", "--output", "OUT", "report")
     rep = summarize(args.output, bins=args.bins, endpoint=args.s3_endpoint)
     if args.json:
         print(json.dumps(rep, indent=2))

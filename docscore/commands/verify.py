@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from docscore.commands import HelpFormatter
+from docscore.commands import HelpFormatter, deprecated_option, deprecated_positional, one_of
 import json
 
 
@@ -20,13 +20,17 @@ def register(sub, name: str) -> argparse.ArgumentParser:
         "of every variant with the tolerances recorded in the manifest (exit 3 on failure).",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("bundle", metavar="BUNDLE",
-                   help="bundle directory from `docscore export-onnx`, local or a URI (s3://...: copied to a local "
-                   "cache and checked there; the endpoint from AWS_ENDPOINT_URL)")
+    p.add_argument("--model", "-m", dest="bundle", default=None, metavar="BUNDLE",
+                   help="required: bundle directory from `docscore export-onnx`, local or a URI (s3://...: copied "
+                   "to a local cache and checked there)")
+    deprecated_positional(p, "bundle", "--model", "BUNDLE")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="S3-compatible endpoint for an s3:// BUNDLE; default: AWS_ENDPOINT_URL, else AWS")
     p.add_argument("--checkpoint", default=None, help="the checkpoint the bundle was exported from")
-    p.add_argument("--verify-data", "--data", dest="data", default=None,
+    p.add_argument("--verify-data", dest="data", default=None,
                    help="Parquet/CSV texts for the parity re-check (default: the gate texts the bundle keeps, "
                    "gate_texts.json: the same gate as at export)")
+    deprecated_option(p, "--data", "data", "--verify-data")
     p.add_argument("--text-column", default="text", help="text column of --verify-data")
     p.add_argument("--verify-rows", type=int, default=300, help="at most this many texts in the re-check")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
@@ -45,12 +49,13 @@ def run(args) -> int:
     from docscore.errors import ConfigError, DocscoreError
     from docscore.export import verify_bundle
 
+    args.bundle = one_of(args, "bundle", "--model", "BUNDLE", "verify")
     try:
         bundle = args.bundle
-        if storage.has_scheme(bundle) and not storage.resolve(bundle).is_local:
+        if storage.has_scheme(bundle) and not storage.resolve(bundle, args.s3_endpoint).is_local:
             if args.rehash:
                 raise ConfigError("--rehash edits docscore.json in place: run it on a local copy of the bundle")
-            bundle = fetch_bundle(bundle, refresh=True)  # checked below, file by file
+            bundle = fetch_bundle(bundle, args.s3_endpoint, refresh=True)  # checked below, file by file
         report = verify_bundle(bundle, args.checkpoint, args.data, text_column=args.text_column,
                                verify_rows=args.verify_rows, threads=args.threads, rehash=args.rehash)
     except DocscoreError as e:

@@ -49,7 +49,7 @@ def test_cli_scores_reports_and_fails_on_a_broken_file(archive, bundle, tmp_path
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == 100 and summary["files"] == 3
-    assert main(["report", str(out), "--json"]) == 0
+    assert main(["report", "--output", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["rows"] == 100 and sum(r["rows"] for r in rep["labels"]) == 100
     assert sum(b["rows"] for b in rep["confidence"]) == 100
@@ -141,10 +141,10 @@ def test_report_counts_add_up_over_rows_with_errors(bundle, tmp_path, capsys):
     assert main(["score", str(src), "--model", str(bundle), "--output", str(out), "--no-progress",
                  "--max-error-rate", "1"]) == 0
     capsys.readouterr()
-    assert main(["report", str(out), "--json"]) == 0
+    assert main(["report", "--output", str(out), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert (rep["rows"], rep["scored_rows"], rep["error_rows"]) == (6, 4, 2) and sum(rep["errors"].values()) == 2
     assert sum(r["rows"] for r in rep["labels"]) == 4 and sum(b["rows"] for b in rep["confidence"]) == 4
     assert abs(sum(r["share"] for r in rep["labels"]) - 1.0) < 1e-9
-    assert main(["report", str(out)]) == 0
+    assert main(["report", "--output", str(out)]) == 0
     assert "6 rows in 1 file(s): 4 scored, 2 with a per-row error" in capsys.readouterr().out

@@ -188,10 +188,10 @@ def test_verify_a_bundle_on_s3(s3, bundle, cache, monkeypatch, capsys):
     bucket = s3.bucket()
     model = s3.upload(bundle, bucket, "models/bundle")
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3.endpoint)
-    assert main(["verify", model]) == 0
+    assert main(["verify", "--model", model]) == 0
     s3.client.put_object(Bucket=bucket, Key="models/bundle/tokenizer.json", Body=b"{}")
     capsys.readouterr()
-    assert main(["verify", model]) == 4  # the cached copy is refreshed, not trusted
+    assert main(["verify", "--model", model]) == 4  # the cached copy is refreshed, not trusted
     assert "tokenizer.json" in capsys.readouterr().err
 
 
@@ -219,5 +219,5 @@ def test_export_onnx_to_s3_uploads_the_manifest_last_and_verify_passes(s3, tiny_
     assert "models/bundle/stale.onnx" not in keys and "models/bundle/docscore.json" in keys
     assert not any(secret in s3.get(bucket, "models/bundle/docscore.json").decode() for secret in SECRETS)
     monkeypatch.setattr(storage, "put_file", put_file)
-    assert main(["verify", uri]) == 0
+    assert main(["verify", "--model", uri]) == 0
     assert "hashes ok" in capsys.readouterr().out

@@ -40,17 +40,17 @@ def test_verify_cli_refuses_a_tampered_bundle(tiny_checkpoint_factory, tmp_path,
     ckpt = tiny_checkpoint_factory("bert")
     out = tmp_path / "bundle"
     assert main(["export-onnx", str(ckpt), "-o", str(out)]) == 0
-    assert main(["verify", str(out), "--checkpoint", str(ckpt)]) == 0
+    assert main(["verify", "--model", str(out), "--checkpoint", str(ckpt)]) == 0
     assert "parity ok" in capsys.readouterr().out
     tok = out / "tokenizer.json"
     tok.write_text(tok.read_text().replace('"max_length": 64', '"max_length": 128'))
-    assert main(["verify", str(out)]) == 4  # BundleError: bad bundle (README exit codes)
+    assert main(["verify", "--model", str(out)]) == 4  # BundleError: bad bundle (README exit codes)
     err = capsys.readouterr().err
     assert "tokenizer.json: sha256 mismatch" in err and "Re-export" in err
 
 
 def test_verify_cli_on_a_missing_bundle(tmp_path, capsys):
-    assert main(["verify", str(tmp_path / "nope")]) == 4
+    assert main(["verify", "--model", str(tmp_path / "nope")]) == 4
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -157,10 +157,10 @@ def test_verify_rechecks_a_bundle_against_its_hf_folder(hf_folder_factory, tmp_p
     bundle = tmp_path / "bundle"
     assert main(["export-onnx", str(folder), "--output", str(bundle), *FAST]) == 0
     capsys.readouterr()
-    assert main(["verify", str(bundle), "--checkpoint", str(folder)]) == 0
+    assert main(["verify", "--model", str(bundle), "--checkpoint", str(folder)]) == 0
     assert "parity ok" in capsys.readouterr().out
     other = hf_folder_factory("distilbert", "multi_label_classification")  # same labels, sigmoid
-    assert main(["verify", str(bundle), "--checkpoint", str(other)]) == 4  # BundleError, as for any checkpoint
+    assert main(["verify", "--model", str(bundle), "--checkpoint", str(other)]) == 4  # BundleError, as for any checkpoint
     assert "problem_type: bundle has 'single_label', checkpoint has 'multi_label'" in capsys.readouterr().err
 
 

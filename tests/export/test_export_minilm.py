@@ -96,7 +96,7 @@ def test_minilm_exports_optimized_and_int8_through_the_gate(minilm_bundle, minil
 
     assert choose_variant(bundle) == fastest  # chosen by the speeds measured at export on this CPU
     assert json.loads((out / "tokenizer.json").read_text())["padding"] is None  # MiniLM's fixed 128 must not leak
-    assert main(["verify", str(out), "--checkpoint", str(minilm_checkpoint)]) == 0
+    assert main(["verify", "--model", str(out), "--checkpoint", str(minilm_checkpoint)]) == 0
 
 
 def test_minilm_scores_are_bit_identical_however_scored(minilm_bundle, tmp_path):

@@ -43,7 +43,7 @@ def two_variants(tiny_bundle_factory, tmp_path) -> Path:
 
 def test_junit_report_has_one_case_per_variant_and_check(two_variants, tiny_checkpoint_factory, tmp_path):
     report = tmp_path / "ci" / "verify.xml"
-    assert main(["verify", str(two_variants), "--checkpoint", str(tiny_checkpoint_factory("bert")),
+    assert main(["verify", "--model", str(two_variants), "--checkpoint", str(tiny_checkpoint_factory("bert")),
                  "--junit-xml", str(report)]) == 0
     found = cases(report)
     expected = {("docscore.verify.bundle", c) for c in ("manifest", "files", "checkpoint_spec")}
@@ -61,7 +61,7 @@ def _variant(bundle: Path, classname: str) -> dict:
 def test_junit_marks_a_changed_variant_file_and_still_writes(two_variants, tmp_path):
     (two_variants / _variant(two_variants, "x.optimized")["file"]).write_bytes(b"changed")
     report = tmp_path / "verify.xml"
-    assert main(["verify", str(two_variants), "--junit-xml", str(report)]) == 4
+    assert main(["verify", "--model", str(two_variants), "--junit-xml", str(report)]) == 4
     found = cases(report)
     assert status(found["docscore.verify.optimized", "hashes"]) == "failed"
     assert "sha256 mismatch" in found["docscore.verify.optimized", "hashes"].find("failure").get("message")
@@ -78,19 +78,19 @@ def test_junit_marks_parity_and_invariance_failures(two_variants, tiny_checkpoin
     m["variants"]["fp32"]["invariance"] = {"passed": True}
     m["variants"]["optimized"]["invariance"] = {"passed": False, "failures": ["scores change with batch companions"]}
     (two_variants / MANIFEST_NAME).write_text(json.dumps(m))
-    assert main(["verify", str(two_variants), "--rehash"]) == 3  # a recorded failure fails verify; nothing resealed
-    assert main(["verify", str(two_variants)]) == 4  # still the edited, unsealed-by-digest manifest
+    assert main(["verify", "--model", str(two_variants), "--rehash"]) == 3  # a recorded failure fails verify; nothing resealed
+    assert main(["verify", "--model", str(two_variants)]) == 4  # still the edited, unsealed-by-digest manifest
     from docscore.bundle import reseal_manifest
 
     reseal_manifest(two_variants)
     report = tmp_path / "verify.xml"
-    assert main(["verify", str(two_variants), "--junit-xml", str(report)]) == 3  # the recorded results
+    assert main(["verify", "--model", str(two_variants), "--junit-xml", str(report)]) == 3  # the recorded results
     found = cases(report)
     assert status(found["docscore.verify.fp32", "invariance"]) == "passed"
     inv = found["docscore.verify.optimized", "invariance"].find("failure")
     assert inv is not None and "batch companions" in inv.get("message")
     ckpt = _reweighted(tiny_checkpoint_factory("bert"))  # same spec, other weights: parity must fail
-    assert main(["verify", str(two_variants), "--checkpoint", str(ckpt), "--junit-xml", str(report)]) == 3
+    assert main(["verify", "--model", str(two_variants), "--checkpoint", str(ckpt), "--junit-xml", str(report)]) == 3
     found = cases(report)
     for v in ("fp32", "optimized"):
         assert status(found[f"docscore.verify.{v}", "invariance"]) == "passed"  # re-run here, not read back
@@ -101,7 +101,7 @@ def test_junit_marks_parity_and_invariance_failures(two_variants, tiny_checkpoin
 
 def test_junit_for_a_bundle_that_cannot_be_read(tmp_path):
     report = tmp_path / "verify.xml"
-    assert main(["verify", str(tmp_path / "nope"), "--junit-xml", str(report)]) == 4
+    assert main(["verify", "--model", str(tmp_path / "nope"), "--junit-xml", str(report)]) == 4
     found = cases(report)
     assert list(found) == [("docscore.verify.bundle", "manifest")]
     assert "does not exist" in found["docscore.verify.bundle", "manifest"].find("failure").get("message")
