@@ -271,9 +271,9 @@ def test_readme_bring_your_own_model_commands_run(seed_state_dict, body_dir, set
                                                   monkeypatch, capsys):
     from tinysources import save_hf_classifier
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "train.md").read_text()
     section = text[text.index("## Bring your own model"):]
-    section = section[:section.index("\n## ", 1)]
+    section = section.split("\n## ", 1)[0]  # to the next section, or the page's end
     block = section[section.index("```bash") + len("```bash"):]
     commands = [line.split("#")[0].strip() for line in block[:block.index("```")].strip().splitlines()]
     commands = [c for c in commands if c]

@@ -1,4 +1,4 @@
-"""``docscore report OUT``: label distribution and confidence of a finished scoring run."""
+"""``docscore report --output OUT``: label distribution and confidence of a finished scoring run."""
 
 from __future__ import annotations
 

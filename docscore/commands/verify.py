@@ -1,4 +1,4 @@
-"""``docscore verify BUNDLE [--checkpoint CKPT] [--data PATH] [--junit-xml PATH] [--rehash]``: re-check a bundle
+"""``docscore verify --model BUNDLE [--checkpoint CKPT] [--verify-data PATH] [--junit-xml PATH] [--rehash]``: re-check a bundle
 before deploying it (CI)."""
 
 from __future__ import annotations
