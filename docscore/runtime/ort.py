@@ -12,25 +12,49 @@ from docscore.errors import DeviceError
 log = logging.getLogger(__name__)
 
 DEVICES = ("cpu", "cuda")
+# ORT's CUDA provider multiplies fp32 matrices in TF32 by default (onnxruntime #19288); torch does not, so an fp32
+# parity gate on CUDA, and fp32 scores that match the CPU's, need it off.
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0"}
 
 
 def providers_for(device: str) -> list:
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if device == "cuda":
-        return [("CUDAExecutionProvider", {}), "CPUExecutionProvider"]
+        return [("CUDAExecutionProvider", dict(CUDA_PROVIDER_OPTIONS)), "CPUExecutionProvider"]
     raise DeviceError(f"unknown device {device!r}; choose one of {DEVICES}")
 
 
-def check_providers(device: str, active: list[str], available: list[str]) -> None:
-    """Fail loudly when CUDA was asked for but the session does not run on it (ORT falls back silently)."""
+def ort_build() -> str:
+    """The installed ONNX Runtime in words: ``onnxruntime-gpu 1.31.1 (built for CUDA 13.0)`` or ``onnxruntime
+    1.32.0 (CPU build)``, read from the package's own build record."""
+    import onnxruntime as ort
+
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:  # very old builds
+        return f"onnxruntime {ort.__version__}"
+    name = getattr(info, "package_name", "onnxruntime")
+    cuda = getattr(info, "cuda_version", None)
+    return f"{name} {ort.__version__} ({f'built for CUDA {cuda}' if cuda else 'CPU build'})"
+
+
+def check_providers(device: str, active: list[str], available: list[str], build: str | None = None) -> None:
+    """Fail loudly when CUDA was asked for but the session does not run on it (ORT falls back silently).
+
+    Args:
+        build: the installed ONNX Runtime in words (``ort_build()``), named in the error.
+    """
     if device == "cuda" and "CUDAExecutionProvider" not in active:
+        build = build or ort_build()
         hint = (
-            "onnxruntime has no CUDA provider here: install docscore[gpu] (onnxruntime-gpu) instead of onnxruntime"
+            "it has no CUDA provider: install docscore[gpu] (onnxruntime-gpu >= 1.27 for CUDA 13; "
+            "onnxruntime-gpu==1.26.0 for CUDA 12) instead of onnxruntime"
             if "CUDAExecutionProvider" not in available
-            else "the CUDA provider failed to start (check the CUDA/cuDNN libraries and the GPU)"
+            else "its CUDA provider failed to start: this host's NVIDIA driver, CUDA runtime, cuBLAS or cuDNN "
+            "libraries do not match that CUDA version (see docs/gpu.md)"
         )
-        raise DeviceError(f"--device cuda was requested but the session runs on {active}: {hint}")
+        raise DeviceError(f"--device cuda was requested but {build} runs this session on {active}: {hint}")
 
 
 def create_session(model_path: str | os.PathLike, device: str = "cpu", threads: int | None = None,
@@ -57,7 +81,7 @@ def create_session(model_path: str | os.PathLike, device: str = "cpu", threads: 
         sess = ort.InferenceSession(str(model_path), sess_options=opts, providers=providers)
     except Exception as e:  # ORT raises its own Fail/InvalidGraph types
         if device == "cuda":
-            raise DeviceError(f"cannot create a CUDA session for {model_path}: {e}") from e
+            raise DeviceError(f"cannot create a CUDA session for {model_path} with {ort_build()}: {e}") from e
         raise
     check_providers(device, sess.get_providers(), ort.get_available_providers())
     return sess

@@ -128,12 +128,35 @@ def test_cuda_requested_without_a_gpu_fails_loudly(bundle, opts):
         Scorer(bundle, opts.replace(device="cuda")).load()
 
 
-def test_cuda_session_silently_on_cpu_is_refused():
+def test_cuda_session_silently_on_cpu_is_refused_naming_the_build():
     from docscore.runtime.ort import check_providers
 
-    with pytest.raises(DeviceError, match="CUDA provider failed to start"):
-        check_providers("cuda", ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    check_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider"])
+    build = "onnxruntime-gpu 1.31.1 (built for CUDA 13.0)"
+    with pytest.raises(DeviceError, match=r"1\.31\.1 \(built for CUDA 13\.0\).*CUDA provider failed to start"):
+        check_providers("cuda", ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"], build)
+    with pytest.raises(DeviceError, match=r"onnxruntime-gpu==1\.26\.0 for CUDA 12"):
+        check_providers("cuda", ["CPUExecutionProvider"], ["CPUExecutionProvider"], "onnxruntime 1.32.0 (CPU build)")
+    check_providers("cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"], ["CUDAExecutionProvider"], build)
+
+
+def test_cuda_provider_runs_fp32_without_tf32():
+    from docscore.runtime.ort import providers_for
+
+    (name, options), fallback = providers_for("cuda")
+    assert name == "CUDAExecutionProvider" and options["use_tf32"] == "0" and fallback == "CPUExecutionProvider"
+    assert providers_for("cpu") == ["CPUExecutionProvider"]
+
+
+def test_ort_build_reads_the_packages_own_record(monkeypatch):
+    from onnxruntime.capi import build_and_package_info as info
+
+    from docscore.runtime.ort import ort_build
+
+    monkeypatch.setattr(info, "cuda_version", "13.0", raising=False)
+    monkeypatch.setattr(info, "package_name", "onnxruntime-gpu", raising=False)
+    assert ort_build() == f"onnxruntime-gpu {ort.__version__} (built for CUDA 13.0)"
+    monkeypatch.delattr(info, "cuda_version")
+    assert ort_build().endswith("(CPU build)")
 
 
 def test_multi_label_lists_labels_above_threshold(multi_bundle, opts):
