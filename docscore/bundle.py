@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from docscore.errors import BundleError
+from docscore.files import sha256_file
 from docscore.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -51,16 +52,7 @@ TOKENIZER_NAME = "tokenizer.json"
 BUNDLE_FORMAT = "docscore-bundle/1"
 VARIANT_ORDER = ("fp32", "optimized", "int8", "fp16")
 DIGEST_KEY = "manifest_sha256"
-REHASH_HINT = "re-export the bundle, or run `docscore verify BUNDLE --rehash` if the edit was intended"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (bundles can hold multi-GiB external data)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+REHASH_HINT = "re-export the bundle, or run `docscore verify --model BUNDLE --rehash` if the edit was intended"
 
 
 @dataclass(frozen=True)

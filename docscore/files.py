@@ -1,9 +1,26 @@
-"""Small file-system helpers shared by the checkpoint and bundle writers."""
+"""Small file helpers shared across docscore: permissions of published folders, the cache root, file digests."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+
+_CHUNK = 1 << 22
+
+
+def sha256_file(path: str | os.PathLike, fs=None) -> str:
+    """Hex sha256 of a whole file, read in 4 MiB chunks (bundles can hold multi-GiB external data).
+
+    Args:
+        path: a local path, or a path inside ``fs``.
+        fs: a ``pyarrow.fs.FileSystem`` (an object store); ``None`` reads the local file.
+    """
+    h = hashlib.sha256()
+    with (fs.open_input_stream(str(path)) if fs is not None else open(path, "rb")) as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
 
 
 def publishable(directory: str | os.PathLike) -> None:

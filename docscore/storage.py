@@ -533,7 +533,7 @@ def replace_if_match(fs: pafs.FileSystem, path: str, data: bytes, version: str |
     """Replace an object whole only if it is still at ``version`` (from :func:`read_versioned`); False when it
     changed or vanished meanwhile. S3: a PUT with ``If-Match`` (a store without it gets a plain PUT), GCS
     ``ifGenerationMatch``, Azure Blob ``If-Match``. A local disk has no such write: the lock keeps its own file open
-    instead (:class:`~docscore.batch.commit.WriterLock`)."""
+    instead (:class:`~docscore.batch.commit.lock.WriterLock`)."""
     return _if_match(fs, path, version, data)
 
 

@@ -332,7 +332,7 @@ class InputFile:
     columns; a file column of the same name wins) and, when asked for, nested struct fields under dotted names.
 
     Args:
-        source: a path or a file-like object (e.g. :class:`~docscore.batch.commit.DigestingFile`).
+        source: a path or a file-like object (e.g. :class:`~docscore.batch.commit.fingerprint.DigestingFile`).
         partitions: the shard's hive ``(key, value)`` pairs.
         wanted: the columns the run needs; dotted names are looked up as struct paths.
         path: the file's path, for messages.

@@ -1,7 +1,7 @@
 """What a night does with each input, and the health of the result.
 
 New inputs are scored; finished, unchanged ones skipped (size + mtime + footer, then the content digest when one
-of them moved: :func:`~docscore.batch.commit.detect_change`); unfinished ones resumed; changed ones follow
+of them moved: :func:`~docscore.batch.commit.fingerprint.detect_change`); unfinished ones resumed; changed ones follow
 ``ScoreOptions.on_change`` and deleted ones ``ScoreOptions.prune``. Every decision lands in the run summary.
 :func:`account` then computes the row error rate over the outputs of the run's inputs and per-file schema drift.
 """
@@ -18,11 +18,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from docscore import storage
-from docscore.batch.commit import detect_change, stat_fingerprint
+from docscore.batch.commit.committer import record_failure
+from docscore.batch.commit.fingerprint import detect_change, stat_fingerprint
 from docscore.batch.inputs import InputFile, Shard
 from docscore.batch.options import ScoreOptions
-from docscore.batch.state import RunState
-from docscore.errors import ConfigError, DocscoreError, FailFastError, InputDataError
+from docscore.batch.commit.state import RunState
+from docscore.errors import ConfigError, DocscoreError, InputDataError
 from docscore.storage import has_scheme, resolve
 
 if TYPE_CHECKING:
@@ -143,16 +144,3 @@ def account(shards: list[Shard], state: RunState, summary: "RunSummary") -> None
         if odd:
             summary.schema_drift.append({"path": shard.name, "columns": odd,
                                          "expected": {n: expected[n] for n in odd}})
-
-
-def record_failure(state: RunState, summary: "RunSummary", shard: Shard, fp: dict | None, error: Exception,
-                   options: ScoreOptions) -> None:
-    """Report an unreadable shard and mark it failed; with ``fail_fast``, raise."""
-    log.error("%s", error)
-    summary.files_failed += 1
-    summary.failed.append({"path": shard.name, "error": str(error)})
-    state.record(shard.rel, {"input": shard.source, "fingerprint": fp, "status": "failed",
-                             "error": str(error)})
-    if options.fail_fast:
-        raise FailFastError(f"--fail-fast: stopped at the first input that cannot be scored: {error}; the files "
-                            "finished before it are committed, a rerun resumes")

@@ -10,7 +10,7 @@ Two entry points:
   (``s3://...``: URIs and the endpoint travel, credentials come from each node's standard chain), and scores it;
   the driver takes the results back in input order (:class:`_OrderedCalls`, which never lets Ray run more than
   ``RayOptions.max_blocks_ahead`` pieces ahead of the oldest unfinished one) and feeds them to the same
-  :class:`~docscore.batch.committer.OutputCommitter` as the local engine. So the outputs are the same bytes, the
+  :class:`~docscore.batch.commit.committer.OutputCommitter` as the local engine. So the outputs are the same bytes, the
   manifest the same, a run can move between engines, and a rerun after any failure gives one copy of every row.
   Ray's ``write_parquet`` is never used: it appends to the directory and is not atomic.
 
@@ -53,8 +53,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from docscore import storage
-from docscore.batch.commit import file_digest
-from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, plan_shard
+from docscore.files import sha256_file
+from docscore.batch.commit.committer import OutputCommitter, READ_ERRORS, ShardPlan, plan_shard
 from docscore.batch.inputs import InputFile, RowStream, Shard, hive_partitions
 from docscore.batch.options import ScoreOptions
 from docscore.batch.runner import run_shards
@@ -447,7 +447,7 @@ def score_files_ray(inputs: list, bundle: str | os.PathLike | Bundle, output_dir
             the same path).
         bundle: the bundle directory or URI; every actor loads it from there (a URI into its node's cache).
         output_dir: where outputs, the run manifest, the summary and ``_SUCCESS`` go, a path or a URI (written
-            by this process through :class:`~docscore.batch.committer.OutputCommitter`).
+            by this process through :class:`~docscore.batch.commit.committer.OutputCommitter`).
         options: see :class:`ScoreOptions`.
         ray_options: see :class:`RayOptions`; keyword arguments (``address=``, ``workers=``, ``num_cpus=``,
             ``tmp_dir=``, ...) override its fields.
@@ -590,7 +590,7 @@ class _RayFeed:
             src = InputFile(f, shard.partitions, self.scorer.input_columns(), path=shard.name)
             plan = plan_shard(shard, fp, src, self.scorer, self.options, self.committer.state)
             groups = [src.metadata.row_group(g).num_rows for g in range(src.metadata.num_row_groups)]
-        sha256 = file_digest(shard.path, shard.fs)  # the actors read the rows elsewhere: one sequential read here
+        sha256 = sha256_file(shard.path, shard.fs)  # the actors read the rows elsewhere: one sequential read here
         uri = shard.uri or str(Path(shard.path).resolve())
         endpoint = _endpoint(shard.fs, self.options.s3_endpoint) if shard.uri else None
         return plan, sha256, plan_pieces(index, plan, groups, piece_rows, uri, endpoint)

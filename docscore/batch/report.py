@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from docscore import storage
-from docscore.batch.commit import WriterLock
-from docscore.batch.state import RUN_MANIFEST, SUCCESS, SUMMARY
+from docscore.batch.commit.lock import WriterLock
+from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS, SUMMARY
 from docscore.errors import InputDataError
 from docscore.storage import Location
 

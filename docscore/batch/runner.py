@@ -4,7 +4,7 @@ Threads: a reader thread streams record batches, cuts sort windows and tokenises
 Rust without the GIL); the calling thread runs ONNX Runtime (which releases the GIL); a writer thread assembles
 output rows and writes Parquet. Bounded queues between them keep memory flat whatever the archive size.
 
-Crash safety: the writer thread feeds :class:`~docscore.batch.committer.OutputCommitter`, which owns the commit
+Crash safety: the writer thread feeds :class:`~docscore.batch.commit.committer.OutputCommitter`, which owns the commit
 protocol (parts of ``checkpoint_rows`` input rows, outputs published whole, the manifest journal, the writer lock;
 read that module to learn how outputs are committed). Window and batch boundaries depend only on the rows of a
 part, so a part scored after a restart is byte-identical to the one an uninterrupted run would have written.
@@ -25,8 +25,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from docscore.batch.commit import DigestingFile
-from docscore.batch.committer import READ_ERRORS, OutputCommitter, ShardPlan, plan_shard, read_error
+from docscore.batch.commit.fingerprint import DigestingFile
+from docscore.batch.commit.committer import OutputCommitter, READ_ERRORS, ShardPlan, plan_shard, read_error
 from docscore.batch.inputs import InputFile, RowStream, Shard, discover
 from docscore.batch.options import ScoreOptions
 from docscore.batch.policy import account, check_text_column, handle_deleted, plan_shards

@@ -211,7 +211,7 @@ class ScoreFileWriter:
     written without keys (``--no-reuse``, the Ray engine) gets no score file.
 
     Args:
-        staging: the output's :class:`~docscore.batch.commit.Staging`.
+        staging: the output's :class:`~docscore.batch.commit.staging.Staging`.
         scores: the score columns' schema.
     """
 

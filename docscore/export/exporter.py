@@ -18,7 +18,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, sha256_file, write_manifest
+from docscore.bundle import MANIFEST_NAME, TOKENIZER_NAME, Bundle, load_bundle, write_manifest
+from docscore.files import sha256_file
 from docscore.errors import ConfigError, DeviceError, ParityError
 from docscore.export.bodies import prepare_body
 from docscore.export.options import EXTERNAL_DATA_THRESHOLD, ExportOptions

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from docscore.bundle import sha256_file
+from docscore.files import sha256_file
 from docscore.errors import CheckpointError
 from docscore.spec import HeadConfig, ModelSpec
 

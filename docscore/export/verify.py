@@ -15,8 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from docscore.bundle import (DIGEST_KEY, TOKENIZER_NAME, Bundle, check_digest, check_files, read_manifest,
-                             reseal_manifest, sha256_file)
+from docscore.bundle import DIGEST_KEY, TOKENIZER_NAME, Bundle, check_digest, check_files, read_manifest, reseal_manifest
+from docscore.files import sha256_file
 from docscore.errors import BundleError, ParityError
 from docscore.export.options import DEFAULT_TOLERANCES, Tolerance
 from docscore.spec import spec_differences

@@ -130,7 +130,7 @@ def import_setfit(src: Path, options) -> Path:
     from transformers import AutoModel, AutoTokenizer
 
     from docscore import __version__
-    from docscore.bundle import sha256_file
+    from docscore.files import sha256_file
     from docscore.checkpoint import save_checkpoint
     from docscore.model import DocClassifier, default_max_length
     from docscore.spec import HeadConfig, ModelSpec

@@ -99,7 +99,7 @@ def import_state_dict(path: Path, options) -> Path:
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from docscore import __version__
-    from docscore.bundle import sha256_file
+    from docscore.files import sha256_file
     from docscore.checkpoint import save_checkpoint
     from docscore.model import DocClassifier, default_max_length
     from docscore.spec import HeadConfig, ModelSpec

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from batch_data import make_table
 
-from docscore.batch.commit import (DigestingFile, LockInfo, Staging, WriterLock, detect_change, file_digest,
-                                   stat_fingerprint)
+from docscore.batch.commit.fingerprint import DigestingFile, detect_change, stat_fingerprint
+from docscore.batch.commit.lock import LockInfo, WriterLock
+from docscore.batch.commit.staging import Staging
+from docscore.files import sha256_file
 from docscore.errors import LockHeldError
 
 
@@ -99,11 +101,11 @@ def test_digest_while_reading_is_the_files_sha256(pfile, columns, row_groups):
         for _ in pf.iter_batches(batch_size=64, columns=columns, row_groups=row_groups or range(pf.num_row_groups)):
             pass
         digest = f.hexdigest()
-    assert digest == hashlib.sha256(pfile.read_bytes()).hexdigest() == file_digest(pfile)
+    assert digest == hashlib.sha256(pfile.read_bytes()).hexdigest() == sha256_file(pfile)
 
 
 def test_same_size_edit_is_detected_and_a_touch_is_not(pfile):
-    fp = {**stat_fingerprint(pfile), "sha256": file_digest(pfile)}
+    fp = {**stat_fingerprint(pfile), "sha256": sha256_file(pfile)}
     os.utime(pfile, ns=(fp["mtime_ns"] + 10**9, fp["mtime_ns"] + 10**9))  # touched, same bytes
     changed, new = detect_change(fp, stat_fingerprint(pfile), pfile)
     assert not changed and new["sha256"] == fp["sha256"]

@@ -18,8 +18,10 @@ from emulators import AZURITE_KEY
 from s3server import CREDENTIALS
 
 from docscore import storage
-from docscore.batch.commit import Staging, WriterLock, detect_change, stat_fingerprint
-from docscore.batch.state import RunState
+from docscore.batch.commit.fingerprint import detect_change, stat_fingerprint
+from docscore.batch.commit.lock import WriterLock
+from docscore.batch.commit.staging import Staging
+from docscore.batch.commit.state import RunState
 from docscore.errors import LockHeldError
 
 SECRETS = (AZURITE_KEY, CREDENTIALS["AWS_SECRET_ACCESS_KEY"], CREDENTIALS["AWS_ACCESS_KEY_ID"])
@@ -52,7 +54,7 @@ def test_second_writer_is_refused_and_the_lock_is_free_after_release(out):
 RACER = """
 import json, os, sys
 from docscore import storage
-from docscore.batch.commit import WriterLock
+from docscore.batch.commit.lock import WriterLock
 from docscore.errors import LockHeldError
 
 out = storage.resolve(sys.argv[1])
@@ -177,9 +179,9 @@ def test_change_detection_catches_a_same_size_rewrite_and_not_a_rewrite_of_the_s
     fp = stat_fingerprint(path, out.fs)
     changed, fp = detect_change(None, fp, path, out.fs)
     _, fp = detect_change({**fp, "mtime_ns": -1, "sha256": None}, fp, path, out.fs)
-    from docscore.batch.commit import file_digest
+    from docscore.files import sha256_file
 
-    fp = {**fp, "sha256": file_digest(path, out.fs)}
+    fp = {**fp, "sha256": sha256_file(path, out.fs)}
     assert detect_change(fp, stat_fingerprint(path, out.fs), path, out.fs)[0] is False
     storage.write_bytes(out.fs, path, data)  # same bytes again (a copy): new mtime, same content
     assert detect_change({**fp, "mtime_ns": -1}, stat_fingerprint(path, out.fs), path, out.fs)[0] is False

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from docscore import storage
-from docscore.batch import committer as committer_mod
-from docscore.batch.commit import WORK_PREFIX
-from docscore.batch.committer import OutputCommitter, ShardPlan
+from docscore.batch.commit import committer as committer_mod
+from docscore.batch.commit.layout import WORK_PREFIX
+from docscore.batch.commit.committer import OutputCommitter, ShardPlan
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.summary import RunSummary
-from docscore.batch.state import RUN_MANIFEST, SUCCESS
+from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS
 from docscore.errors import InputDataError, LockHeldError
 
 SCHEMA = pa.schema([pa.field("doc_id", pa.int64()), pa.field("label", pa.string()), pa.field("error", pa.string())])
@@ -120,7 +120,7 @@ def test_row_groups_hold_16384_rows_as_the_readme_says(tmp_path):
 
 def test_the_lock_defaults_are_the_documented_ones(tmp_path):
     """README: the holder refreshes its heartbeat every 30 s; a lock from another host is stale after 10 minutes."""
-    from docscore.batch.commit import WriterLock
+    from docscore.batch.commit.lock import WriterLock
 
     lock = WriterLock(tmp_path)
     assert (lock.heartbeat_s, lock.stale_after_s) == (30.0, 600.0)

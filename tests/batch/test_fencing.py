@@ -19,12 +19,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from docscore import storage
-from docscore.batch.commit import WriterLock
-from docscore.batch.committer import OutputCommitter, ShardPlan
+from docscore.batch.commit.lock import WriterLock
+from docscore.batch.commit.committer import OutputCommitter, ShardPlan
 from docscore.batch.inputs import Shard
 from docscore.batch.options import ScoreOptions
 from docscore.batch.summary import RunSummary
-from docscore.batch.state import RUN_MANIFEST, SUCCESS
+from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS
 from docscore.cli import main
 from docscore.errors import LockLostError
 
@@ -222,7 +222,7 @@ SHIM = """
 import socket, sys
 host, stale, beat = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 socket.gethostname = lambda: host
-from docscore.batch import commit
+from docscore.batch.commit import lock as commit
 init = commit.WriterLock.__init__
 def short(self, *args, stale_after_s=stale, heartbeat_s=beat, **kwargs):
     init(self, *args, stale_after_s=stale_after_s, heartbeat_s=heartbeat_s, **kwargs)

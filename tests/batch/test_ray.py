@@ -24,7 +24,7 @@ from test_runner import assert_same_rows
 from docscore.batch import ScoreOptions, Scorer, score_files
 from docscore.batch.ray_engine import (RayOptions, RayStallError, plan_workers, ray_connection, score_dataset,
                                        score_files_ray)
-from docscore.batch.state import RUN_MANIFEST, SUCCESS
+from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS
 from docscore.errors import ConfigError, DeviceError
 
 pytestmark = pytest.mark.slow
@@ -263,7 +263,7 @@ def test_dead_address_fails_fast_with_a_clear_message(bundle, archive, tmp_path,
 
 
 def test_ray_engine_takes_the_same_writer_lock(bundle, archive, ray_opts, tmp_path):
-    from docscore.batch.commit import WriterLock
+    from docscore.batch.commit.lock import WriterLock
     from docscore.errors import LockHeldError
 
     out = tmp_path / "out"
@@ -312,7 +312,7 @@ def test_actors_leave_a_cpu_for_reads():
 
 
 def test_pieces_split_at_row_groups_parts_and_batch_rows_from_the_resume_point():
-    from docscore.batch.committer import ShardPlan
+    from docscore.batch.commit.committer import ShardPlan
     from docscore.batch.inputs import Shard
     from docscore.batch.ray_engine import plan_pieces
 

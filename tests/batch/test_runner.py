@@ -11,7 +11,7 @@ import pytest
 from batch_data import make_table
 
 from docscore.batch import Scorer, score_files
-from docscore.batch.state import RUN_MANIFEST, SUCCESS, SUMMARY
+from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS, SUMMARY
 from docscore.errors import BundleError, ConfigError, InputDataError
 
 

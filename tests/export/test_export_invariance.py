@@ -147,7 +147,7 @@ def test_bf16_is_exported_behind_the_gate_and_bit_identical_where_the_cpu_has_it
 
 def test_int8_calibrates_on_the_calibration_data_and_records_it(tiny_checkpoint_factory, tmp_path):
     from docscore.errors import InputDataError
-    from docscore.bundle import sha256_file
+    from docscore.files import sha256_file
 
     calib = tmp_path / "calib.parquet"
     pq.write_table(pa.table({"body": [f"calibration document {i} about invoices and parcels" * (1 + i % 5)

@@ -4,7 +4,7 @@ Layout of ``OUT``::
 
     OUT/<rel>.parquet             one output per input shard (same relative path), renamed into place when whole
     OUT/_docscore/                the writer lock and the staging of shards in progress (see
-                                  :mod:`docscore.batch.commit`): no reader counts anything there as data
+                                  :mod:`docscore.batch.commit.staging`): no reader counts anything there as data
     OUT/_docscore_run.json        the run manifest (below), rewritten atomically at the start and end of a run
     OUT/_docscore_journal.jsonl   shard events since the last rewrite, one JSON line each, appended and flushed
     OUT/_docscore_summary.json    the last run's summary (rows, errors, docs/s, tokens/s, pad fraction, ...)
@@ -37,7 +37,8 @@ from typing import Callable
 import pyarrow.fs as pafs
 
 from docscore import storage
-from docscore.batch.commit import META_DIR, Staging
+from docscore.batch.commit.layout import META_DIR
+from docscore.batch.commit.staging import Staging
 from docscore.errors import ConfigError
 from docscore.storage import Location
 
@@ -84,7 +85,7 @@ class RunState:
 
         Args:
             fence: called before every write to ``out`` (the journal, the manifest, removals): raises when the run
-                no longer holds the output's lock (:meth:`~docscore.batch.commit.WriterLock.check`).
+                no longer holds the output's lock (:meth:`~docscore.batch.commit.lock.WriterLock.check`).
         """
         out.fs.create_dir(out.path, recursive=True)
         header = {"format": RUN_FORMAT, "bundle": bundle, "options": options}

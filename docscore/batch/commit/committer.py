@@ -28,21 +28,21 @@ The protocol, and why it survives a kill at any point:
   or uploaded to its final key ``OUT/<rel>``: readers see the old output or the new one, never a mix. A shard of
   one part is published directly.
 - **The journal is the commit record.** An output counts as done only once its ``done`` event is in the manifest
-  journal (:class:`~docscore.batch.state.RunState`); a kill between the publish and the event redoes the shard,
+  journal (:class:`~docscore.batch.commit.state.RunState`); a kill between the publish and the event redoes the shard,
   which writes the same bytes again.
 - **Same bytes, whatever the engine.** Row groups are cut here, at fixed multiples of :data:`ROW_GROUP_ROWS` within
   a part, never where an engine's tables happen to end: the local engine's windows and Ray's blocks give
   byte-identical files.
 - **One writer.** ``OUT/_docscore/lock.json`` is an exclusive create (``O_EXCL`` on a disk, a conditional PUT
   ``If-None-Match: *`` on S3), refreshed by a heartbeat and taken over when its owner is dead
-  (:class:`~docscore.batch.commit.WriterLock`).
+  (:class:`~docscore.batch.commit.lock.WriterLock`).
 - **Fenced.** Every step that changes ``OUT`` (a part, an output, a journal event, the manifest, the summary,
   ``_SUCCESS``, removing staging) first proves the run still holds the lock (it reads the lock and compares its
   token). A run that was taken over (paused past the stale limit) stops at its next step with
   :class:`~docscore.errors.LockLostError` and changes nothing more: its leftovers are the new holder's to clean.
 - **Nothing half-written is data.** Everything besides the outputs starts with ``_`` (Spark, Hive and
   ``pyarrow.dataset`` skip it) and no staged name ends in ``.parquet`` (the ``**/*.parquet`` globs of polars and
-  DuckDB never count it). Each run first removes what killed runs left (:class:`~docscore.batch.commit.Staging`).
+  DuckDB never count it). Each run first removes what killed runs left (:class:`~docscore.batch.commit.staging.Staging`).
 
 The committer is driven from one thread at a time (the local engine's writer thread, Ray's driver thread).
 """
@@ -61,16 +61,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from docscore import storage
-from docscore.batch.commit import WriterLock
+from docscore.batch.commit.lock import WriterLock
 from docscore.batch.inputs import InputFile, Shard
 from docscore.batch.options import ScoreOptions
-from docscore.batch.policy import record_failure
 from docscore.batch import scorefiles
 from docscore.batch.reuse import Reuse
 from docscore.batch.scorefiles import Keys, ScoreFileWriter, score_schema
 from docscore.batch.scorer import Scorer, WindowStats
-from docscore.batch.state import SUCCESS, SUMMARY, RunState, write_json_atomic
-from docscore.errors import InputDataError, LockLostError, OutputError
+from docscore.batch.commit.layout import SUCCESS, SUMMARY
+from docscore.batch.commit.state import RunState, write_json_atomic
+from docscore.errors import FailFastError, InputDataError, LockLostError, OutputError
 from docscore.storage import Location
 
 if TYPE_CHECKING:
@@ -414,6 +414,19 @@ class OutputCommitter:
 # on the n-th time it reaches <name>; "<name>:<n>:wait=<path>" instead waits there until <path> exists (at most
 # 120 s). Names: part_committed, output_committed, shard_done.
 _FAILPOINT_HITS: dict[str, int] = {}
+
+
+def record_failure(state: RunState, summary: "RunSummary", shard: Shard, fp: dict | None, error: Exception,
+                   options: ScoreOptions) -> None:
+    """Report an unreadable shard and mark it failed; with ``fail_fast``, raise."""
+    log.error("%s", error)
+    summary.files_failed += 1
+    summary.failed.append({"path": shard.name, "error": str(error)})
+    state.record(shard.rel, {"input": shard.source, "fingerprint": fp, "status": "failed",
+                             "error": str(error)})
+    if options.fail_fast:
+        raise FailFastError(f"--fail-fast: stopped at the first input that cannot be scored: {error}; the files "
+                            "finished before it are committed, a rerun resumes")
 
 
 def failpoint(name: str) -> None:
