@@ -62,7 +62,7 @@ if job["engine"] == "local":
     out["wall_s"] = time.perf_counter() - t
 else:
     import shutil
-    from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray
+    from docscore.batch.ray import RayOptions, ray_connection, score_files_ray
     ray_tmp = tempfile.mkdtemp(prefix="dsray-")  # short: Ray puts Unix sockets below it
     ropts = RayOptions(num_cpus=job["num_cpus"], tmp_dir=ray_tmp, workers=job["workers"],
                        batch_rows=job["batch_rows"], max_blocks_ahead=job["max_blocks_ahead"])

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from docscore.batch import ScoreOptions, score_files
-from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray
+from docscore.batch.ray import RayOptions, ray_connection, score_files_ray
 from docscore.bench.archive import make_archive
 
 

@@ -5,11 +5,11 @@ Torch-free: a scoring host needs only ``onnxruntime``, ``tokenizers``, ``pyarrow
 - :class:`ScoreOptions` (``options.py``): every knob, shared by the CLI and the API.
 - :class:`Scorer` (``scorer.py``): Arrow batches in, scored Arrow tables out; reusable in Ray / Spark workers.
 - :func:`score_files` (``runner.py``): the resumable local runner behind ``docscore score``.
-- ``committer.py``: how outputs are committed: :class:`OutputCommitter`, which every engine feeds with ordered
-  Arrow tables (parts, whole outputs, the manifest journal, ``_SUCCESS``).
-- ``commit.py``: its building blocks: writer lock, staging no reader sees, input change detection (content
-  digest computed while reading).
-- ``ray_engine.py``: the same scoring on Ray actors, which read inputs and the bundle themselves (paths or URIs).
+- ``commit/``: the output promise: :class:`~docscore.batch.commit.committer.OutputCommitter`, which every engine
+  feeds with ordered Arrow tables (parts, whole outputs, the manifest journal, ``_SUCCESS``), and its building
+  blocks: the output's layout, writer lock, staging no reader sees, run manifest, input change detection.
+- ``reuse.py`` / ``scorefiles.py``: score reuse: rows whose text this output scored before are copied, not inferred.
+- ``ray/``: the same scoring on Ray actors, which read inputs and the bundle themselves (paths or URIs).
 - ``summary.py``: :class:`RunSummary`, what a run did (counted by every engine and the committer), and
   :class:`Progress`, the callbacks a front end passes in.
 - ``policy.py``: what a night does with new, unchanged, changed and deleted inputs, and its health figures.

@@ -147,7 +147,7 @@ def run(args) -> int:
     bars = _Bars(enabled=not args.no_progress and sys.stderr.isatty())
     try:
         if args.engine == "ray":
-            from docscore.batch.ray_engine import RayOptions, score_files_ray
+            from docscore.batch.ray import RayOptions, score_files_ray
 
             summary = score_files_ray(args.inputs, args.model, args.output, options_from_args(args),
                                       RayOptions(address=args.ray_address, workers=args.workers,

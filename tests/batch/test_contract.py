@@ -118,7 +118,7 @@ def test_kill_and_resume_is_byte_identical(variant, two_variant_bundle, archive,
 def test_ray_with_two_workers_is_bit_identical(two_variant_bundle, archive, reference, tmp_path):
     """Byte-identical to the local run: both engines commit through the same committer."""
     pytest.importorskip("ray")
-    from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray
+    from docscore.batch.ray import RayOptions, ray_connection, score_files_ray
 
     with ray_connection(RayOptions(num_cpus=2, tmp_dir=tempfile.mkdtemp(prefix="dsray-"))):
         for v in VARIANTS:

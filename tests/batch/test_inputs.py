@@ -124,7 +124,7 @@ def test_passthrough_of_a_hive_key_gives_null_in_files_outside_its_folders(bundl
 
 
 def test_a_ray_piece_of_a_root_file_reads_the_runs_hive_keys_as_null(tmp_path):
-    from docscore.batch.ray_engine import Piece, read_piece
+    from docscore.batch.ray.pieces import Piece, read_piece
 
     lake = make_hive_archive(tmp_path / "lake", rows=3)
     pq.write_table(make_table(4, seed=9), lake / "root.parquet")

@@ -22,7 +22,7 @@ from batch_data import make_table
 from test_runner import assert_same_rows
 
 from docscore.batch import ScoreOptions, Scorer, score_files
-from docscore.batch.ray_engine import (RayOptions, RayStallError, plan_workers, ray_connection, score_dataset,
+from docscore.batch.ray import (RayOptions, RayStallError, plan_workers, ray_connection, score_dataset,
                                        score_files_ray)
 from docscore.batch.commit.layout import RUN_MANIFEST, SUCCESS
 from docscore.errors import ConfigError, DeviceError
@@ -314,7 +314,7 @@ def test_actors_leave_a_cpu_for_reads():
 def test_pieces_split_at_row_groups_parts_and_batch_rows_from_the_resume_point():
     from docscore.batch.commit.committer import ShardPlan
     from docscore.batch.inputs import Shard
-    from docscore.batch.ray_engine import plan_pieces
+    from docscore.batch.ray.pieces import plan_pieces
 
     schema = pa.schema([pa.field("text", pa.string())])
     p = ShardPlan(Shard("/in/a.parquet", "a.parquet"), {}, 45, 4, 1, 12, schema, schema)  # part 0 committed
@@ -324,7 +324,7 @@ def test_pieces_split_at_row_groups_parts_and_batch_rows_from_the_resume_point()
 
 
 def test_a_piece_reads_exactly_its_rows_and_a_missing_file_is_an_error(tmp_path):
-    from docscore.batch.ray_engine import Piece, read_piece
+    from docscore.batch.ray.pieces import Piece, read_piece
 
     pq.write_table(make_table(30, seed=1), tmp_path / "a.parquet", row_group_size=7)
     cache: dict = {}
@@ -341,17 +341,17 @@ def test_an_actor_reads_a_large_row_group_once_whatever_the_pieces(tmp_path, mon
     """One row group cut into many pieces, an actor getting every other one (as with two actors): each piece
     continues the actor's open stream instead of decoding the row group again from its start (which made reads
     quadratic in the row-group size), and every piece still holds exactly its rows."""
-    from docscore.batch import ray_engine
-    from docscore.batch.ray_engine import Piece, read_piece
+    from docscore.batch.ray import pieces
+    from docscore.batch.ray.pieces import Piece, read_piece
 
     opened = []
 
-    class CountingStream(ray_engine.RowStream):
+    class CountingStream(pieces.RowStream):
         def __init__(self, src, start, *a, **kw):
             opened.append(start)
             super().__init__(src, start, *a, **kw)
 
-    monkeypatch.setattr(ray_engine, "RowStream", CountingStream)
+    monkeypatch.setattr(pieces, "RowStream", CountingStream)
     pq.write_table(make_table(400, seed=2), tmp_path / "a.parquet", row_group_size=300)  # groups of 300 and 100
     cache: dict = {}
     spans = [(lo, lo + 10) for lo in range(0, 400, 20)]  # every other 10-row piece
@@ -370,16 +370,16 @@ def test_a_slow_piece_holds_back_the_others_within_the_bound(ray_cluster, archiv
     """One piece sleeps 4 s on one actor; the other actor finishes the pieces after it, but no more than the
     window allows: the driver stops sending pieces (backpressure) instead of buffering every later one. The outputs
     are the local engine's, byte for byte."""
-    from docscore.batch import ray_engine
+    from docscore.batch.ray import files as ray_files
 
     seen = []
 
-    class Recording(ray_engine._OrderedCalls):
+    class Recording(ray_files.OrderedCalls):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             seen.append(self)
 
-    monkeypatch.setattr(ray_engine, "_OrderedCalls", Recording)
+    monkeypatch.setattr(ray_files, "OrderedCalls", Recording)
     monkeypatch.setenv("DOCSCORE_RAY_FAILPOINT", f"slow:4:{tmp_path / 'slowed'}")
     summary = score_files_ray([archive], bundle, tmp_path / "ray", ray_opts, max_blocks_ahead=3)
     assert (tmp_path / "slowed").exists() and summary.ok and summary.rows == 100

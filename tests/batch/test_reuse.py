@@ -268,7 +268,7 @@ def test_reuse_with_the_ray_engine_across_engines(bundle, tmp_path):
     pytest.importorskip("ray")
     import tempfile
 
-    from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray
+    from docscore.batch.ray import RayOptions, ray_connection, score_files_ray
 
     root, tables = night1(tmp_path)
     out, local = tmp_path / "ray", tmp_path / "local"

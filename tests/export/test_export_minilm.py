@@ -152,7 +152,7 @@ def test_minilm_scores_are_bit_identical_however_scored(minilm_bundle, tmp_path)
     assert agree >= 0.99 * len(texts)  # the README's 99 % label agreement, on texts the gate never saw
 
     pytest.importorskip("ray")
-    from docscore.batch.ray_engine import RayOptions, ray_connection, score_files_ray
+    from docscore.batch.ray import RayOptions, ray_connection, score_files_ray
 
     with ray_connection(RayOptions(num_cpus=2, tmp_dir=tempfile.mkdtemp(prefix="dsray-"))):
         for variant, ref in refs.items():
