@@ -44,7 +44,7 @@ def test_manifest_carries_its_own_digest(bundle_copy):
                          ids=["labels-swapped", "max_length-edited"])
 def test_an_edited_manifest_is_refused_by_verify_and_score(bundle_copy, change, capsys):
     edit(bundle_copy, change)
-    with pytest.raises(BundleError, match="docscore.json was edited after export.*verify BUNDLE --rehash"):
+    with pytest.raises(BundleError, match="docscore.json was edited after export.*verify --model BUNDLE --rehash"):
         load_bundle(bundle_copy)
     table = pa.table({"doc_id": [1], "text": ["my invoice is wrong"]})
     with pytest.raises(BundleError, match="edited after export"):
