@@ -41,7 +41,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import HelpFormatter as _Help, add_archive_args, emit_json, local_tree, outputs  # noqa: E402
+from harness import HelpFormatter as _Help, add_archive_args, emit_json, local_tree, outputs  # noqa: E402
 
 CHILD = r"""
 import json, sys, tempfile, time

@@ -43,7 +43,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _s3local import HelpFormatter as _Help, add_archive_args, emit_json, LocalS3, local_tree, outputs  # noqa: E402
+from harness import HelpFormatter as _Help, add_archive_args, emit_json, LocalS3, local_tree, outputs  # noqa: E402
 
 
 def main(argv=None) -> int:

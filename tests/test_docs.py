@@ -74,3 +74,17 @@ def test_the_readme_map_names_pages_that_exist():
         for link in re.findall(r"\]\(([^)#:]+)", page.read_text()):
             assert (page.parent / link).exists(), f"{page.name}: {link}"
     assert len(readme.splitlines()) < 200
+
+
+def test_the_architecture_page_lists_exactly_the_package_modules():
+    """docs/architecture.md's module list is the package as it is: regenerate it with ``python scripts/modules.py
+    --write`` after moving, adding or removing a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("modules_script", ROOT / "scripts" / "modules.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    listed = re.findall(r"^(docscore/\S+\.py)", (ROOT / "docs" / "architecture.md").read_text(), re.M)
+    actual = [str(p) for p in script.modules()]
+    assert listed == actual, "docs/architecture.md's module list is stale: run python scripts/modules.py --write"
+    assert script.block() in (ROOT / "docs" / "architecture.md").read_text()

@@ -13,7 +13,8 @@ from docscore.bench.machine import machine_info, peak_for
 from docscore.bench.peaks import variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token, percentiles
-from docscore.bench.variants import body_dims, cannot_run
+from docscore.bench.variants import body_dims
+from docscore.runtime.choose import cannot_run
 from docscore.bundle import load_bundle
 from docscore.runtime.ort import create_session
 

@@ -14,6 +14,8 @@ _D = ScoreOptions()
 
 
 def register(sub, name: str) -> argparse.ArgumentParser:
+    """The ``score`` parser: one ``add_argument`` per option, in the groups ``--help`` shows (long because the
+    command has that many options, not because it does anything else)."""
     p = sub.add_parser(
         name,
         help="score Parquet archives with an ONNX bundle (no torch needed)",

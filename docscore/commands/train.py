@@ -15,6 +15,8 @@ from docscore.train.arguments import METRICS, REPORTERS, SCHEDULERS
 
 
 def register(sub, name: str) -> argparse.ArgumentParser:
+    """The ``train`` parser: one ``add_argument`` per option, in the groups ``--help`` shows (long because the
+    command has that many options, not because it does anything else)."""
     p = sub.add_parser(
         name,
         help="fine-tune a classifier on labelled Parquet/CSV data",

@@ -40,26 +40,36 @@ def cpu_signature() -> str:
     return f"{model} | {' '.join(isa)} | {cpus} cpus"
 
 
+def cannot_run(bundle: Bundle, name: str, device: str) -> str | None:
+    """Why variant ``name`` cannot run on this host at all (fp16 off CUDA, OpenVINO off the CPU or not installed,
+    bf16 without native bf16), else ``None``. Benchmarks ask this; a default must also pass :func:`why_not`."""
+    entry = bundle.variants.get(name, {})
+    runtime = entry.get("runtime", "onnxruntime")
+    if device == "cpu" and (name == "fp16" or entry.get("dtype") == "float16" or entry.get("precision") == "f16"):
+        return "fp16 is for CUDA"
+    if runtime == "openvino":
+        from docscore.runtime import ov
+
+        if device != "cpu":
+            return "OpenVINO variants run on the CPU only"
+        if not ov.available():
+            return f"needs OpenVINO: {ov.INSTALL_HINT}"
+        if entry.get("precision") == "bf16" and not ov.native_bf16():
+            return "needs native bf16 (AVX512_BF16 or AMX); this CPU has none"
+    return None
+
+
 def why_not(bundle: Bundle, name: str, device: str) -> str | None:
-    """Why ``name`` cannot be a default on this host, or ``None`` when it can."""
+    """Why ``name`` cannot be a default on this host, or ``None`` when it can: verified, not batch-dependent, one of
+    the device's variants, and runnable here (:func:`cannot_run`)."""
     entry = bundle.variants.get(name, {})
     if not entry.get("verified"):
         return "not verified by the parity gate"
     if entry.get("batch_dependent"):
         return "batch-dependent (scores change with batch companions)"
-    runtime = entry.get("runtime", "onnxruntime")
-    if device == "cuda":
-        return None if runtime == "onnxruntime" and name in STATIC_ORDER["cuda"] else "not a CUDA variant"
-    if name == "fp16":
-        return "fp16 is for CUDA"
-    if runtime == "openvino":
-        from docscore.runtime import ov
-
-        if not ov.available():
-            return f"needs OpenVINO: {ov.INSTALL_HINT}"
-        if entry.get("precision") == "bf16" and not ov.native_bf16():
-            return "needs native bf16 (AVX512_BF16 or AMX)"
-    return None
+    if device == "cuda" and name not in STATIC_ORDER["cuda"]:
+        return "not a CUDA variant"
+    return cannot_run(bundle, name, device)
 
 
 def _cache_path(bundle: Bundle, signature: str) -> Path:

@@ -166,7 +166,9 @@ def train(args: TrainingArguments, progress: Callable[[dict], None] | None = Non
     """Fine-tune and write the checkpoint; all input is validated before any training starts.
 
     Runs as one process or as each process of ``torchrun --nproc-per-node N -m docscore train ...`` (DDP; only
-    the main process writes).
+    the main process writes). The steps: validate the options and read the data; build the model and the
+    ``transformers.Trainer``; train (resuming where asked); evaluate the kept model once more; publish the
+    checkpoint (main process).
 
     Args:
         args: the options.
@@ -175,42 +177,69 @@ def train(args: TrainingArguments, progress: Callable[[dict], None] | None = Non
     """
     args.validate()
     started = time.perf_counter()
+    from docscore.train.checkpoints import resolve_resume
     from docscore.train.trainer import disable_telemetry
 
     disable_telemetry(args.report_to)
     train_data, eval_data, problem_type, labels = _read_data(args)
     head = HeadConfig(labels=tuple(labels), problem_type=problem_type, pooling=args.pooling, dropout=args.dropout,
                       hidden_dim=args.hidden_dim)
+    metric = _metric_for(args, problem_type, has_eval=eval_data is not None)
+    output = Path(args.output)
+    training_dir = output / TRAINING_DIR
+    resume = resolve_resume(args.resume_from_checkpoint, training_dir)
+
+    import transformers
+
+    from docscore.train.dataset import LabelledRows, encode_targets
+
+    transformers.set_seed(args.seed)
+    model, tokenizer, max_length, body_path = _build_model(args, head)
+    train_ds = LabelledRows(train_data.texts, encode_targets(train_data, head))
+    eval_ds = LabelledRows(eval_data.texts, encode_targets(eval_data, head)) if eval_data is not None else None
+    trainer = _build_trainer(args, head, model, tokenizer, max_length, train_ds, eval_ds, training_dir, metric,
+                             progress)
+    main = trainer.is_world_process_zero()
+    if main:
+        from docscore.train.checkpoints import remove_incomplete
+
+        remove_incomplete(training_dir)
+        _check_resume_arguments(training_dir, args, resume is not None)
+    if resume:
+        log.info("resuming from %s", resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+    result = _evaluate_kept_model(trainer, eval_ds, head, metric, output, resume, main)
+    state = trainer.state
+    result.early_stopped = bool(args.early_stopping_patience) and state.global_step < state.max_steps
+    result.seconds = time.perf_counter() - started
+    if main:
+        gate = eval_data if eval_data is not None else train_data  # the gate's texts travel with the model
+        _write_checkpoint(args, trainer, tokenizer, head, max_length, body_path, train_ds, eval_ds, result, metric,
+                          gate_texts.to_json(_as_list(gate.texts), gate.path))
+    trainer.accelerator.wait_for_everyone()
+    return result
+
+
+def _metric_for(args: TrainingArguments, problem_type: str, has_eval: bool) -> str:
+    """The metric that picks the kept model, refused where it cannot judge this problem type."""
     metric = args.metric_for_best_model or ("rmse" if problem_type == "regression" else "macro_f1")
     if problem_type == "regression" and metric in ("macro_f1", "accuracy"):
         raise ConfigError(f"--metric-for-best-model {metric} needs labels; a regression is judged by rmse or loss")
     if problem_type != "regression" and metric == "rmse":
         raise ConfigError("--metric-for-best-model rmse is for regression; use macro_f1, accuracy or loss")
-    has_eval = eval_data is not None
     if args.early_stopping_patience and not has_eval:
         raise ConfigError("--early-stopping-patience needs evaluation rows: pass --eval-data or a --val-split")
-    output = Path(args.output)
-    training_dir = output / TRAINING_DIR
-    from docscore.train.checkpoints import resolve_resume
+    return metric
 
-    resume = resolve_resume(args.resume_from_checkpoint, training_dir)
 
-    import torch
-    import transformers
-    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback
+def _build_model(args: TrainingArguments, head: HeadConfig):
+    """The body (``--body`` or the embedded MiniLM) with docscore's head, its tokenizer, the max length it allows,
+    and the body's path; frozen and checkpointed parameters set as asked."""
+    from transformers import AutoTokenizer
 
     from docscore.model import DocClassifier, embedded_body_path
-    from docscore.train.dataset import Collator, LabelledRows, class_weights, encode_targets
-    from docscore.train.metrics import compute_metrics_for
-    from docscore.train.trainer import (DocscoreTrainer, EpochClock, ProgressCallback, hf_arguments, loss_for,
-                                        world_size)
 
-    use_cpu = _use_cpu(args)
-    train_y = encode_targets(train_data, head)
-    weights = class_weights(args.class_weights, train_y, head) if args.class_weights else None
-    hf_args = hf_arguments(args, training_dir, has_eval=has_eval, metric=metric, use_cpu=use_cpu)
-
-    transformers.set_seed(args.seed)
     body_path = args.body or embedded_body_path()
     model = DocClassifier.from_body(body_path, head)
     tokenizer = AutoTokenizer.from_pretrained(body_path)
@@ -221,10 +250,21 @@ def train(args: TrainingArguments, progress: Callable[[dict], None] | None = Non
             p.requires_grad_(False)
     if args.gradient_checkpointing and not args.freeze_body:
         model.body.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer, max_length, body_path
 
-    train_ds = LabelledRows(train_data.texts, train_y)
-    eval_y = encode_targets(eval_data, head) if has_eval else None
-    eval_ds = LabelledRows(eval_data.texts, eval_y) if has_eval else None
+
+def _build_trainer(args: TrainingArguments, head: HeadConfig, model, tokenizer, max_length: int, train_ds, eval_ds,
+                   training_dir: Path, metric: str, progress):
+    """The ``transformers.Trainer`` with docscore's loss (class weights), two learning rates and callbacks."""
+    from transformers import EarlyStoppingCallback, PrinterCallback
+
+    from docscore.train.dataset import Collator, class_weights
+    from docscore.train.metrics import compute_metrics_for
+    from docscore.train.trainer import DocscoreTrainer, EpochClock, ProgressCallback, hf_arguments, loss_for
+
+    has_eval = eval_ds is not None
+    weights = class_weights(args.class_weights, train_ds.targets, head) if args.class_weights else None
+    hf_args = hf_arguments(args, training_dir, has_eval=has_eval, metric=metric, use_cpu=_use_cpu(args))
     callbacks = [EpochClock()]
     if progress is not None:
         callbacks.append(ProgressCallback(progress))
@@ -237,52 +277,51 @@ def train(args: TrainingArguments, progress: Callable[[dict], None] | None = Non
         loss_fn=loss_for(head, weights), head_learning_rate=args.head_learning_rate,
     )
     trainer.remove_callback(PrinterCallback)  # library code logs; the CLI renders `progress`
-    main = trainer.is_world_process_zero()
-    if main:
-        from docscore.train.checkpoints import remove_incomplete
+    return trainer
 
-        remove_incomplete(training_dir)
-        _check_resume_arguments(training_dir, args, resume is not None)
-    if resume:
-        log.info("resuming from %s", resume)
-    trainer.train(resume_from_checkpoint=resume)
 
+def _evaluate_kept_model(trainer, eval_ds, head: HeadConfig, metric: str, output: Path, resume, main: bool
+                         ) -> TrainResult:
+    """The kept (best) model evaluated once more, for the metrics and the per-class report."""
     final, report = None, {}
-    if has_eval:  # the kept (best) model, once more, for the per-class report
+    if eval_ds is not None:
         from docscore.train.metrics import report as class_report
 
         out = trainer.predict(eval_ds, metric_key_prefix="eval")
         final = out.metrics
         logits = out.predictions[0] if isinstance(out.predictions, tuple) else out.predictions
-        report = class_report(np.asarray(logits), eval_y, head)
+        report = class_report(np.asarray(logits), eval_ds.targets, head)
     result = TrainResult(output=output, metric=metric, resumed_from=resume, report=report, is_main_process=main)
-    if has_eval and problem_type == "single_label":
-        counts = np.bincount(eval_y, minlength=head.num_labels)
+    if eval_ds is not None and head.problem_type == "single_label":
+        counts = np.bincount(eval_ds.targets, minlength=head.num_labels)
         result.majority_baseline = float(counts.max() / counts.sum())
-    state = trainer.state
-    _summarise(result, state, final, has_eval)
-    result.early_stopped = bool(args.early_stopping_patience) and state.global_step < state.max_steps
-    result.seconds = time.perf_counter() - started
-    if main:
-        model = trainer.model.to("cpu").eval()
-        spec = ModelSpec(head=head, max_length=max_length, input_names=model.input_names,
-                         body_type=model.body.config.model_type)
-        meta = {
-            "arguments": asdict(args),
-            "body": str(body_path),
-            "metrics": result.to_dict(),
-            "rows": {"train": len(train_ds), "eval": len(eval_ds) if eval_ds else 0},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                         "python": platform.python_version()},
-            "device": str(hf_args.device),
-            "processes": world_size(),
-            "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
-        }
-        gate = eval_data if has_eval else train_data  # the gate's texts travel with the model (docscore.gate_texts)
-        _publish(output, model, tokenizer, spec, meta, result, state.log_history, metric,
-                 gate_texts.to_json(_as_list(gate.texts), gate.path))
-    trainer.accelerator.wait_for_everyone()
+    _summarise(result, trainer.state, final, eval_ds is not None)
     return result
+
+
+def _write_checkpoint(args: TrainingArguments, trainer, tokenizer, head: HeadConfig, max_length: int, body_path,
+                      train_ds, eval_ds, result: TrainResult, metric: str, gate: str) -> None:
+    """The docscore checkpoint (weights, config with labels, tokenizer, metrics, gate texts), published whole."""
+    import torch
+    import transformers
+
+    from docscore.train.trainer import world_size
+
+    model = trainer.model.to("cpu").eval()
+    spec = ModelSpec(head=head, max_length=max_length, input_names=model.input_names,
+                     body_type=model.body.config.model_type)
+    meta = {
+        "arguments": asdict(args),
+        "body": str(body_path),
+        "metrics": result.to_dict(),
+        "rows": {"train": len(train_ds), "eval": len(eval_ds) if eval_ds else 0},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+        "device": str(trainer.args.device),
+        "processes": world_size(),
+        "precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+    }
+    _publish(Path(args.output), model, tokenizer, spec, meta, result, trainer.state.log_history, metric, gate)
 
 
 def _as_list(texts) -> list:

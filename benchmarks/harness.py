@@ -1,4 +1,5 @@
-"""A local S3 endpoint for the benchmarks: moto's server on 127.0.0.1 (a free port), in a process of its own.
+"""What the storage benchmarks share: a local S3 endpoint (moto's server on 127.0.0.1, a free port, in a process
+of its own), their archive options, JSON output and help formatter.
 
 Never the internet: the endpoint is 127.0.0.1 and the credentials are fake, set in this process's environment
 (children inherit them, as a node's standard credential chain would give them). The server runs in its own process
