@@ -71,3 +71,27 @@ def variant_precision(name: str, entry: dict | None = None) -> str:
     if dtype == "bfloat16" or precision == "bf16" or (not dtype and "bf16" in name):
         return "bf16"
     return "fp32"
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's datasheets, by a substring of the name
+# ``nvidia-smi`` reports; fp32 is the CUDA-core peak (what fp32 with TF32 off runs on). The first match wins, so
+# more specific names come first. A card not listed has no peak (``None``), never a guessed one.
+GPU_PEAKS_TFLOPS = (
+    ("H200", {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}),
+    ("H100 PCIe", {"fp32": 51.2, "tf32": 378.0, "fp16": 756.5, "bf16": 756.5}),
+    ("H100", {"fp32": 66.9, "tf32": 494.7, "fp16": 989.4, "bf16": 989.4}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "fp16": 312.0, "bf16": 312.0}),
+    ("L40S", {"fp32": 91.6, "tf32": 183.0, "fp16": 362.0, "bf16": 362.0}),
+    ("L4", {"fp32": 30.3, "tf32": 60.0, "fp16": 121.0, "bf16": 121.0}),
+    ("A10G", {"fp32": 31.2, "tf32": 35.0, "fp16": 70.0, "bf16": 70.0}),
+    ("T4", {"fp32": 8.1, "fp16": 65.0}),
+)
+
+
+def gpu_peak_gflops(name: str | None, precision: str) -> float | None:
+    """The nominal dense peak of ``precision`` on the GPU called ``name`` (GFLOP/s), or ``None`` if unknown."""
+    for key, peaks in GPU_PEAKS_TFLOPS:
+        if name and key in name:
+            tflops = peaks.get(precision)
+            return tflops * 1000 if tflops else None
+    return None

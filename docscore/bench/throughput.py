@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from docscore.bench.machine import machine_info, peak_for
-from docscore.bench.peaks import variant_precision
+from docscore.bench.peaks import gpu_peak_gflops, variant_precision
 from docscore.bench.report import new_run
 from docscore.bench.stats import attention_flops_per_token, linear_flops_per_token
 from docscore.bench.variants import body_dims
@@ -43,6 +43,9 @@ from docscore.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# PyTorch loops added on CUDA besides fp32 eager: fp16 weights, bf16 autocast, and fp16 under torch.compile.
+CUDA_TORCH_LOOPS = ("fp16", "bf16-autocast", "fp16-compile")
+MAY_FAIL = ("fp16-compile",)  # a candidate whose failure is recorded as skipped instead of ending the benchmark
 TORCH_BATCH = 32  # the plain loop's fixed batch size, as a user would write it
 WARMUP_DOCS = 64  # documents every candidate runs once, untimed, before it is timed
 # Runtime peers: not bundle variants (never gated, never a default), the same file run by another runtime.
@@ -261,7 +264,12 @@ def _measure_pytorch(job: dict) -> dict:
         enc = tok(chunk, padding=True, truncation=True, max_length=job["max_length"], return_tensors="pt")
         return {k: v.to(device) for k, v in enc.items() if k in spec.input_names}, enc["attention_mask"]
 
-    autocast = job["variant"] == "bf16-autocast"
+    variant = job["variant"]
+    autocast = variant == "bf16-autocast"
+    if variant.startswith("fp16"):  # the whole model in half precision, as GPU users run it
+        model = model.half()
+    if variant.endswith("-compile"):
+        model = torch.compile(model, dynamic=True)
 
     def run(feed):
         if autocast:  # the near-exact PyTorch peer: bf16 matrix multiplies, fp32 elsewhere
@@ -338,7 +346,8 @@ def _child_env() -> dict:
     return dict(os.environ, PYTHONPATH=path, TOKENIZERS_PARALLELISM="true", HF_HUB_OFFLINE="1")
 
 
-def _run_job(job: dict, python: str | None = None) -> dict:
+def run_job(job: dict, python: str | None = None) -> dict:
+    """One measurement in a process of its own (so no candidate's threads or caches help the next)."""
     proc = subprocess.run([python or sys.executable, "-m", "docscore.bench.throughput", json.dumps(job)],
                           capture_output=True, text=True, env=_child_env())
     if proc.returncode != 0:
@@ -353,7 +362,7 @@ def optimum_available(python: str | None = None) -> bool:
     return proc.returncode == 0
 
 
-def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list, native_bf16: bool = False
+def plan_candidates(opts: ThroughputOptions, bundle: Bundle, skipped: list, native_bf16: bool = False
           ) -> tuple[list[tuple[str, str]], list[str]]:
     """(pipeline, variant) pairs to measure and the peers they need; what cannot run goes to ``skipped``.
     ``native_bf16``: the CPU computes bf16 natively, which adds the PyTorch bf16-autocast loop."""
@@ -363,6 +372,8 @@ def _plan(opts: ThroughputOptions, bundle: Bundle, skipped: list, native_bf16: b
         peers = list(PEERS)
     runnable = bench_bundle(opts.bundle, None, tuple(peers))
     jobs = [("pytorch-loop", "eager")] if opts.checkpoint else []
+    if opts.checkpoint and opts.device == "cuda":  # the loops a GPU user writes: half precision, bf16, compiled
+        jobs += [("pytorch-loop", v) for v in CUDA_TORCH_LOOPS]
     if opts.checkpoint and opts.device == "cpu":
         if native_bf16:
             jobs.append(("pytorch-loop", "bf16-autocast"))
@@ -398,7 +409,9 @@ def _row(job: dict, r: dict, machine: dict, flops_per_token: Callable[[float], f
     docs_s = r["docs"] / r["seconds"]
     useful = r["tokens"] * flops_per_token(r["tokens"] / max(r["docs"], 1))
     gflops = useful / r["seconds"] / 1e9
-    peak = peak_for(machine, precision, threads) if job["device"] == "cpu" else None
+    gpu = (machine.get("gpu") or "").splitlines()[0] if machine.get("gpu") else None
+    peak = (peak_for(machine, precision, threads) if job["device"] == "cpu"
+            else gpu_peak_gflops(gpu, precision))
     row = {"pipeline": job["pipeline"], "variant": job["variant"], "precision": precision, "device": job["device"],
            **r, "docs_per_s": docs_s, "tokens_per_s": r["tokens"] / r["seconds"], "gflops": gflops,
            "peak_gflops": peak, "peak_share_pct": 100 * gflops / peak if peak else None}
@@ -439,27 +452,39 @@ def _run(opts, bundle, max_length, machine, scratch, progress) -> dict:
     def flops_per_token(mean_len: float) -> float:
         return linear + (attention_flops_per_token(mean_len, *dims) if dims else 0.0)
 
-    pairs, peers = _plan(opts, bundle, doc["skipped"], bool(machine["ops_per_cycle_per_core"].get("bf16")))
+    pairs, peers = plan_candidates(opts, bundle, doc["skipped"], bool(machine["ops_per_cycle_per_core"].get("bf16")))
     runnable = bench_bundle(opts.bundle, None, tuple(peers))
     base = dict(bundle=str(opts.bundle), inputs=inputs, text_column=opts.text_column, threads=opts.threads,
                 device=opts.device, scratch=str(scratch), checkpoint=opts.checkpoint, max_length=max_length,
                 warmup_docs=opts.warmup_docs, peers=peers)
     rounds: dict[tuple[str, str], list[dict]] = {pair: [] for pair in pairs}
+    failed: set[tuple[str, str]] = set()
     for rnd in range(opts.repeats):
         for pipeline, variant in pairs:
+            if (pipeline, variant) in failed:
+                continue
             job = dict(base, pipeline=pipeline, variant=variant)
-            r = _run_job(job, opts.optimum_python if pipeline == "optimum-loop" else None)
+            try:
+                r = run_job(job, opts.optimum_python if pipeline == "optimum-loop" else None)
+            except RuntimeError as e:
+                if variant not in MAY_FAIL:
+                    raise
+                failed.add((pipeline, variant))  # torch.compile where it does not work: said, not fatal
+                doc["skipped"].append({"pipeline": pipeline, "variant": variant,
+                                       "why": "failed: " + str(e).strip().splitlines()[-1][:300]})
+                continue
             rounds[(pipeline, variant)].append(r)
             if progress and opts.repeats > 1:
                 progress(f"  round {rnd + 1}/{opts.repeats} {pipeline:12s} {variant:13s} "
                          f"{r['docs'] / r['seconds']:8.1f} docs/s")
-    for pipeline, variant in pairs:
+    for pipeline, variant in [pair for pair in pairs if pair not in failed]:
         job = dict(base, pipeline=pipeline, variant=variant)
         runs = sorted(rounds[(pipeline, variant)], key=lambda x: x["docs"] / x["seconds"])
         r = dict(runs[(len(runs) - 1) // 2], rounds_docs_per_s=[round(x["docs"] / x["seconds"], 2)
                                                                 for x in rounds[(pipeline, variant)]])
         if pipeline in ("pytorch-loop", "optimum-loop"):
-            precision = {"bf16-autocast": "bf16", OPTIMUM_INT8: "int8"}.get(variant, "fp32")
+            precision = {"bf16-autocast": "bf16", "fp16": "fp16", "fp16-compile": "fp16",
+                         OPTIMUM_INT8: "int8"}.get(variant, "fp32")
         else:
             precision = variant_precision(variant, runnable.variants[variant])
         row = _row(job, r, machine, flops_per_token, opts.threads, precision)

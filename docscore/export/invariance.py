@@ -39,7 +39,8 @@ def _texts_for(texts: list[str], long_text: str | None, limit: int) -> list[str]
 
 
 def check_invariance(bundle, variant: str, texts: list[str], *, threads: int | None = None,
-                     long_text: str | None = None, limit: int = 200, long_docs: str = "truncate") -> dict:
+                     long_text: str | None = None, limit: int = 200, long_docs: str = "truncate",
+                     device: str = "cpu") -> dict:
     """Score ``texts`` under every layout of :data:`LAYOUTS` and compare with scoring each row alone.
 
     Args:
@@ -47,6 +48,7 @@ def check_invariance(bundle, variant: str, texts: list[str], *, threads: int | N
         variant: the variant to check.
         texts: real texts (the gate's verify data).
         threads: intra-op threads; the check also reruns one layout with a different thread count.
+        device: ``cpu`` or ``cuda``: the session every layout is scored on (on CUDA the thread rerun is skipped).
 
     Returns:
         ``{"passed", "bit_identical", "max_abs_score_diff", "label_changes", "texts", "layouts", "failures"}``.
@@ -56,8 +58,10 @@ def check_invariance(bundle, variant: str, texts: list[str], *, threads: int | N
 
     rows = _texts_for(texts, long_text, limit)
     table = pa.table({"text": pa.array(rows, pa.string())})
-    base = ScoreOptions(variant=variant, threads=threads, long_docs=long_docs)
-    layouts = list(LAYOUTS) + [("budget_8192_threads_1", {"token_budget": 8192, "threads": 1})]
+    base = ScoreOptions(variant=variant, threads=threads, long_docs=long_docs, device=device)
+    layouts = list(LAYOUTS)
+    if device == "cpu":
+        layouts.append(("budget_8192_threads_1", {"token_budget": 8192, "threads": 1}))
     outputs = {}
     for name, changes in layouts:
         outputs[name] = Scorer(bundle, base.replace(**changes))(table)

@@ -152,3 +152,46 @@ def test_calibration_sample_is_disjoint_from_the_benchmark_archive(tmp_path):
     assert run.returncode == 0, run.stderr
     scored, calib = pq.read_table(bench).column("text").to_pylist(), pq.read_table(out).column("text").to_pylist()
     assert scored == docs[:4] and calib == docs[4:7] and not set(scored) & set(calib)
+
+
+def test_cuda_plan_puts_pytorch_half_precision_and_compiled_loops_beside_every_variant(bundle, tiny_checkpoint_factory):
+    from docscore.bench.throughput import ThroughputOptions, plan_candidates
+    from docscore.bundle import load_bundle
+
+    opts = ThroughputOptions(bundle=str(bundle), checkpoint=str(tiny_checkpoint_factory("bert")), device="cuda")
+    skipped = []
+    pairs, peers = plan_candidates(opts, load_bundle(bundle), skipped)
+    assert pairs[:4] == [("pytorch-loop", "eager"), ("pytorch-loop", "fp16"), ("pytorch-loop", "bf16-autocast"),
+                         ("pytorch-loop", "fp16-compile")]
+    assert {("score", "fp32"), ("model-only", "optimized")} <= set(pairs) and peers == []
+
+
+def test_a_failing_torch_compile_is_skipped_with_its_reason_not_fatal(bundle, tiny_checkpoint_factory, monkeypatch):
+    """On a GPU host torch.compile may not work; the benchmark says so and measures the rest."""
+    from docscore.bench import throughput
+
+    def fake(job, python=None):
+        if job["variant"] == "fp16-compile":
+            raise RuntimeError("benchmark step pytorch-loop fp16-compile failed:\nBackendCompilerFailed: no triton")
+        return {"docs": 10, "tokens": 100, "slots": 120, "seconds": 1.0, "peak_rss_mib": 1.0}
+
+    monkeypatch.setattr(throughput, "run_job", fake)
+    monkeypatch.setattr(throughput, "machine_info", lambda: {"gpu": "NVIDIA H200", "cores": 2,
+                                                             "ops_per_cycle_per_core": {}})
+    opts = throughput.ThroughputOptions(bundle=str(bundle), checkpoint=str(tiny_checkpoint_factory("bert")),
+                                        device="cuda", rows=8, choice=False)
+    doc = throughput.run_throughput(opts)
+    rows = {(r["pipeline"], r["variant"]): r for r in doc["results"]}
+    assert ("pytorch-loop", "fp16-compile") not in rows
+    assert {"pipeline": "pytorch-loop", "variant": "fp16-compile",
+            "why": "failed: BackendCompilerFailed: no triton"} in doc["skipped"]
+    assert rows[("pytorch-loop", "fp16")]["precision"] == "fp16"
+    assert rows[("pytorch-loop", "fp16")]["peak_gflops"] == 989_400.0  # the H200's dense fp16 peak
+    assert rows[("score", "fp32")]["peak_gflops"] == 66_900.0
+
+    def broken(job, python=None):
+        raise RuntimeError("benchmark step score fp32 failed:\nboom")
+
+    monkeypatch.setattr(throughput, "run_job", broken)
+    with pytest.raises(RuntimeError, match="boom"):  # any other failure still ends the run
+        throughput.run_throughput(opts)

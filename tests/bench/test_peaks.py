@@ -51,3 +51,13 @@ def test_peaks_scale_with_cores_and_clock():
 ])
 def test_variant_precision(name, entry, want):
     assert variant_precision(name, entry) == want
+
+
+@pytest.mark.parametrize("name, precision, want", [
+    ("NVIDIA H200", "fp16", 989_400.0), ("NVIDIA H100 80GB HBM3", "bf16", 989_400.0),
+    ("NVIDIA H100 PCIe", "fp16", 756_500.0), ("NVIDIA H200", "fp32", 66_900.0),
+    ("Tesla T4", "bf16", None), ("Some Future GPU", "fp16", None), (None, "fp16", None)])
+def test_gpu_peaks_come_from_the_datasheet_or_not_at_all(name, precision, want):
+    from docscore.bench.peaks import gpu_peak_gflops
+
+    assert gpu_peak_gflops(name, precision) == want
