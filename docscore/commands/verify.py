@@ -34,6 +34,10 @@ def register(sub, name: str) -> argparse.ArgumentParser:
     p.add_argument("--text-column", default="text", help="text column of --verify-data")
     p.add_argument("--verify-rows", type=int, default=300, help="at most this many texts in the re-check")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the ONNX Runtime variants are re-judged: cuda re-runs parity and invariance of fp32, "
+                   "optimized and fp16 on the GPU (TF32 off), as `score --device cuda` runs them; OpenVINO variants "
+                   "stay on the CPU; fails in one line if the CUDA provider does not start")
     p.add_argument("--junit-xml", default=None, metavar="PATH",
                    help="also write a JUnit XML report (one test case per variant and check), pass or fail")
     p.add_argument("--rehash", action="store_true",
@@ -57,7 +61,8 @@ def run(args) -> int:
                 raise ConfigError("--rehash edits docscore.json in place: run it on a local copy of the bundle")
             bundle = fetch_bundle(bundle, args.s3_endpoint, refresh=True)  # checked below, file by file
         report = verify_bundle(bundle, args.checkpoint, args.data, text_column=args.text_column,
-                               verify_rows=args.verify_rows, threads=args.threads, rehash=args.rehash)
+                               verify_rows=args.verify_rows, threads=args.threads, rehash=args.rehash,
+                               device=args.device)
     except DocscoreError as e:
         report = getattr(e, "report", None)
         if args.junit_xml:

@@ -61,7 +61,8 @@ def _recorded(entry: dict, key: str) -> dict:
 
 def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None,
                   data: str | os.PathLike | None = None, *, text_column: str = "text", verify_rows: int = 300,
-                  batch_size: int = 16, threads: int | None = None, rehash: bool = False) -> dict:
+                  batch_size: int = 16, threads: int | None = None, rehash: bool = False,
+                  device: str = "cpu") -> dict:
     """Re-check a bundle: its manifest against its own digest, every file against its sha256 and, given the
     checkpoint, the spec (labels, problem type, pooling, max_length, input names) and parity of each variant.
 
@@ -69,6 +70,9 @@ def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike |
     only where CUDA is available; otherwise it stays unverified and is reported as such.
 
     Args:
+        device: ``cpu`` (default) or ``cuda``: on ``cuda`` every ONNX Runtime variant (fp32, optimized, fp16) is
+            re-judged and its invariance re-checked on the GPU session (TF32 off), as ``score --device cuda``
+            runs it; OpenVINO variants stay on the CPU. ``cuda`` without a working CUDA provider is an error.
         rehash: accept the manifest's current content as intended — reseal it with a new digest — when every
             other check passes (an old bundle without a digest, or a deliberate edit). Not a signature: it makes
             the edit explicit.
@@ -120,7 +124,7 @@ def verify_bundle(bundle_dir: str | os.PathLike, checkpoint: str | os.PathLike |
                                            source="skipped")
     if checkpoint is not None:
         _recheck(bundle, checkpoint, data, report, trusted, text_column=text_column, verify_rows=verify_rows,
-                 batch_size=batch_size, threads=threads)
+                 batch_size=batch_size, threads=threads, device=device)
     return _conclude(bundle, report, rehash)
 
 
@@ -165,19 +169,22 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
         v = report["variants"][name]
         recorded_tol = (entry.get("parity") or {}).get("tolerance")
         tol = Tolerance(**recorded_tol) if recorded_tol else DEFAULT_TOLERANCES.get(name, DEFAULT_TOLERANCES["fp32"])
-        device = "cuda" if entry.get("dtype") == "float16" else "cpu"
-        if device == "cuda" and not cuda_available():
+        runtime = entry.get("runtime", "onnxruntime")
+        device = "cuda" if entry.get("dtype") == "float16" or (kw["device"] == "cuda" and runtime == "onnxruntime") \
+            else "cpu"
+        if device == "cuda" and kw["device"] != "cuda" and not cuda_available():
             v["note"] = "not re-checked: no CUDA execution provider here"
             v["checks"]["parity"] = _check("skipped", v["note"], source="skipped")
             continue
         r = run_gate(name, bundle.variant_path(name), reference, tol, spec, kw["threads"], device,
-                  runtime=entry.get("runtime", "onnxruntime"), precision=entry.get("precision", "f32"))
+                     runtime=runtime, precision=entry.get("precision", "f32"))
         v.update(rechecked=True, parity=r)
         v["checks"]["parity"] = _check("passed" if r["passed"] else "failed", "; ".join(r["failures"]) or summarize(r),
                                        seconds=r.get("seconds", 0.0))
-        if device == "cpu" and not entry.get("batch_dependent"):
+        if device == kw["device"] and not entry.get("batch_dependent"):  # invariance on the device asked for
             t = time.perf_counter()
-            inv = check_invariance(bundle, name, texts, threads=kw["threads"], long_text=reference.long_text)
+            inv = check_invariance(bundle, name, texts, threads=kw["threads"], long_text=reference.long_text,
+                                   device=device)
             v["invariance"] = inv
             v["checks"]["invariance"] = _check(
                 "passed" if inv["passed"] else "failed",

@@ -47,3 +47,25 @@ def test_a_max_length_chosen_at_export_is_not_a_mismatch(tiny_checkpoint_factory
     out = export_bundle(ckpt, ExportOptions(output=tmp_path / "b", max_length=32))
     report = verify_bundle(out, checkpoint=ckpt)
     assert report["passed"] and report["checks"]["checkpoint_spec"]["status"] == "passed"
+
+
+def test_verify_on_cuda_without_a_gpu_fails_in_one_line_naming_the_build(tiny_bundle_factory, tiny_checkpoint_factory,
+                                                                         capsys):
+    """``verify --device cuda`` re-judges the ONNX Runtime variants on the GPU; where the CUDA provider cannot
+    start it refuses (exit 2), never a silent re-check on the CPU."""
+    import onnxruntime as ort
+
+    from docscore.cli import main
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present here")
+    rc = main(["verify", "--model", str(tiny_bundle_factory("bert")), "--checkpoint",
+               str(tiny_checkpoint_factory("bert")), "--device", "cuda"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "--device cuda was requested" in err and "onnxruntime" in err and len(err.splitlines()) == 1
+
+
+def test_verify_device_cpu_is_the_default_and_rechecks_invariance(tiny_bundle_factory, tiny_checkpoint_factory):
+    report = verify_bundle(tiny_bundle_factory("bert"), tiny_checkpoint_factory("bert"), device="cpu")
+    fp32 = report["variants"]["fp32"]
+    assert report["passed"] and fp32["parity"]["device"] == "cpu" and fp32["invariance"]["passed"]
