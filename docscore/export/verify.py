@@ -181,7 +181,8 @@ def _recheck(bundle: Bundle, checkpoint, data, report: dict, trusted: bool, **kw
         v.update(rechecked=True, parity=r)
         v["checks"]["parity"] = _check("passed" if r["passed"] else "failed", "; ".join(r["failures"]) or summarize(r),
                                        seconds=r.get("seconds", 0.0))
-        if device == kw["device"] and not entry.get("batch_dependent"):  # invariance on the device asked for
+        # invariance on the session parity ran on: every CPU variant, and on CUDA only when --device cuda asked
+        if (device == "cpu" or kw["device"] == "cuda") and not entry.get("batch_dependent"):
             t = time.perf_counter()
             inv = check_invariance(bundle, name, texts, threads=kw["threads"], long_text=reference.long_text,
                                    device=device)
