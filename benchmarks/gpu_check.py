@@ -18,7 +18,9 @@ Steps, each recorded in the JSON as it finishes (a run cut short still leaves wh
 1. ``environment``: Python, torch (+ its CUDA), onnxruntime build and providers, the GPU's name.
 2. ``checkpoint``: a body of the packed config (MiniLM-shaped: 6 layers, 384 hidden) with random weights
    (seeded), docscore's head, the real tokenizer.
-3. ``export``: ``export-onnx`` with the optimized variant and, on CUDA, fp16 (gated there by export itself).
+3. ``export``: ``export-onnx`` with the optimized variant and, on CUDA, fp16 (gated and invariance-checked there
+   by export itself; ``--allow-batch-dependent`` so that an fp16 that is not batch-invariant on the card is kept,
+   marked, and measured rather than ending the check).
 4. ``verify``: ``docscore verify --device DEVICE``: parity of every ONNX Runtime variant against PyTorch fp32 and
    the invariance check (alone vs batched, two budgets) on the device's session — fp32 with TF32 off.
 5. ``score``: ``docscore score --device DEVICE`` end to end over a generated archive of real documentation text,
@@ -35,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -72,27 +73,25 @@ def pack(dest: Path) -> Path:
 
 
 def environment() -> dict:
-    env = {"python": platform.python_version(), "platform": platform.platform()}
-    for mod in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "pyarrow"):
-        try:
-            env[mod] = __import__(mod).__version__
-        except ImportError as e:
-            env[mod] = f"missing: {e}"
+    """What the numbers were measured on (:func:`docscore.bench.machine.machine_info`: CPU, GPU, versions), plus
+    the ONNX Runtime build, its providers and torch's CUDA."""
+    from docscore.bench.machine import machine_info
+
+    env = machine_info()
     try:
         import onnxruntime as ort
 
         from docscore.runtime.ort import ort_build
 
         env["onnxruntime_build"], env["providers"] = ort_build(), ort.get_available_providers()
-    except ImportError:
-        pass
+    except ImportError as e:
+        env["onnxruntime_build"] = f"missing: {e}"
     try:
         import torch
 
         env["torch_cuda"] = torch.version.cuda
-        env["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:
-        pass
+    except ImportError as e:
+        env["torch_cuda"] = f"missing: {e}"
     return env
 
 
@@ -141,10 +140,13 @@ def parity_figures(report: dict | None) -> dict:
 
 def export(ckpt: Path, bundle: Path, gate: Path, device: str) -> dict:
     args = ["export-onnx", str(ckpt), "--output", str(bundle), "--optimize", "--verify-data", str(gate),
-            "--overwrite"] + (["--fp16"] if device == "cuda" else [])
+            "--overwrite"] + (["--fp16", "--allow-batch-dependent"] if device == "cuda" else [])
     checked(docscore(*args), "export-onnx")
     manifest = json.loads((bundle / "docscore.json").read_text())
-    return {name: {"verified": e.get("verified"), **parity_figures(e.get("parity")), "note": e.get("note")}
+    return {name: {"verified": e.get("verified"), **parity_figures(e.get("parity")),
+                   "bit_identical": (e.get("invariance") or {}).get("bit_identical"),
+                   "invariance_max_abs_score_diff": (e.get("invariance") or {}).get("max_abs_score_diff"),
+                   "batch_dependent": bool(e.get("batch_dependent")), "note": e.get("note")}
             for name, e in manifest["variants"].items()}
 
 

@@ -234,7 +234,7 @@ class _Build:
         return Bundle(self.tmp, {"spec": self.spec.to_dict(), "tokenizer": self.tok_info, "variants": self.entries})
 
     def gate(self, name: str, files: list[str], device: str = "cpu", **extra) -> None:
-        """Judge variant ``name`` against the reference, then (CPU) its invariance; record its entry."""
+        """Judge variant ``name`` against the reference, then its invariance on the same session; record its entry."""
         from docscore.export import variants
 
         o = self.options
@@ -247,9 +247,9 @@ class _Build:
                                             **extra)
         if not report["passed"]:
             self.failed[name] = report["failures"]
-        elif device == "cpu":
+        else:
             inv = check_invariance(self.in_progress(), name, self.texts, threads=o.threads,
-                                   limit=o.invariance_rows, long_text=self.reference.long_text)
+                                   limit=o.invariance_rows, long_text=self.reference.long_text, device=device)
             self.entries[name]["invariance"] = inv
             if not inv["passed"]:
                 if o.allow_batch_dependent:

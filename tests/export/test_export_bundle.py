@@ -350,3 +350,38 @@ def test_calibration_data_has_its_own_text_column(tiny_checkpoint_factory, tmp_p
         tolerances={"int8": {"min_label_agreement": 0.5}}))  # one repeated sentence calibrates a random body badly
     calibration = load_bundle(out).variants["int8"]["quantization"]["calibration"]
     assert calibration["rows"] == 40 and calibration["source"] == str(calib)
+
+
+@pytest.mark.parametrize("invariant", [True, False], ids=["invariant", "batch-dependent"])
+def test_fp16_on_cuda_is_invariance_checked_on_the_cuda_session(tiny_checkpoint_factory, tmp_path, monkeypatch,
+                                                                invariant):
+    """Where export gates fp16 on CUDA, the invariance check runs on that session too, and a failure there is
+    refused like on the CPU (the GPU is simulated: parity and invariance on "cuda" are stand-ins that record it)."""
+    from docscore.export import exporter
+
+    real_gate, real_invariance, seen = exporter.run_gate, exporter.check_invariance, []
+
+    def gate(name, path, reference, tol, spec, threads, device="cpu", **rt):
+        if device != "cuda":
+            return real_gate(name, path, reference, tol, spec, threads, device, **rt)
+        return {"passed": True, "failures": [], "device": "cuda"}
+
+    def invariance(bundle, variant, texts, **kw):
+        if kw.get("device", "cpu") != "cuda":
+            return real_invariance(bundle, variant, texts, **kw)
+        seen.append(variant)
+        return {"passed": invariant, "bit_identical": invariant, "max_abs_score_diff": 0.0 if invariant else 3e-3,
+                "failures": [] if invariant else ["scores depend on batching: max |Δscore| 0.003 > 1e-06"]}
+
+    monkeypatch.setattr(exporter, "cuda_available", lambda: True)
+    monkeypatch.setattr(exporter, "run_gate", gate)
+    monkeypatch.setattr(exporter, "check_invariance", invariance)
+    opts = ExportOptions(output=tmp_path / "b", fp16=True)
+    if invariant:
+        fp16 = load_bundle(export_bundle(tiny_checkpoint_factory("bert"), opts)).variants["fp16"]
+        assert fp16["verified"] is True and fp16["invariance"]["bit_identical"] is True
+    else:
+        with pytest.raises(ParityError, match="(?s)fp16: scores depend on batching.*--allow-batch-dependent"):
+            export_bundle(tiny_checkpoint_factory("bert"), opts)
+        assert not (tmp_path / "b").exists()
+    assert seen == ["fp16"]
